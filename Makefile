@@ -1,0 +1,34 @@
+# One-command set-up: every target creates/refreshes the local virtual environment first.
+PY ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: venv test repro bench fuzz lint clean
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PY) -m venv $(VENV)
+	# torch first, pinned to the CPU wheel that lies on this machine's disk (no multi-GB CUDA download)
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[test]'
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q tests
+
+repro: $(STAMP)
+	. $(BIN)/activate && dvc repro
+
+bench: $(STAMP)
+	. $(BIN)/activate && python -m bench.run_all
+
+fuzz: $(STAMP)
+	. $(BIN)/activate && FUSIONER_FUZZ_EXAMPLES=500 python -m pytest -q tests -k "fuzz or property"
+
+lint: $(STAMP)
+	$(BIN)/ruff check pipeline stages tests
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,44 @@
+"""Make the PyPI torchvision wheel importable next to the CPU-only torch wheel.
+
+PyPI's torchvision 0.28 is built against CUDA torch; its C extension cannot load with the CPU
+build of torch 2.13, and torchvision then fails at import because it registers fake kernels for
+``torchvision::nms``/``qnms`` without checking that the operators exist. We only use the Python
+parts of torchvision (transforms, through timm and open_clip), so when the operators are missing we
+declare their schemas (no kernels): importing works, and calling ``nms`` would still fail loudly.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+
+import torch
+
+_SCHEMAS = {
+    "nms": "nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+    "qnms": "qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor",
+}
+_library: torch.library.Library | None = None
+
+
+def _operator_exists(name: str) -> bool:
+    try:
+        getattr(torch.ops.torchvision, name).default  # noqa: B018
+    except (AttributeError, RuntimeError):
+        return False
+    return True
+
+
+def declare_missing_torchvision_ops() -> None:
+    """Declare torchvision operator schemas that its unloadable C extension would have defined."""
+    global _library
+    if _library is not None or importlib.util.find_spec("torchvision") is None:
+        return
+    missing = [name for name in _SCHEMAS if not _operator_exists(name)]
+    if not missing:
+        return
+    _library = torch.library.Library("torchvision", "FRAGMENT")
+    for name in missing:
+        _library.define(_SCHEMAS[name])
+
+
+declare_missing_torchvision_ops()

@@ -1,0 +1,46 @@
+"""Datasets: a registry of loaders, each yielding (image, label map, class names)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from pipeline.data.base import IGNORE_INDEX, Sample, SegmentationDataset, default_data_root
+from pipeline.data.camvid import CamVid
+from pipeline.data.splits import ZeroShotSplit, get_split
+from pipeline.errors import UnknownNameError
+
+DatasetFactory = Callable[[Path, str], SegmentationDataset]
+_DATASETS: dict[str, tuple[DatasetFactory, str]] = {
+    "camvid": (CamVid, "camvid"),
+}
+
+
+def register_dataset(name: str, factory: DatasetFactory, default_subdir: str) -> None:
+    """Add a loader: ``factory(root, split)``; ``default_subdir`` is its folder under the data root."""
+    _DATASETS[name] = (factory, default_subdir)
+
+
+def list_datasets() -> list[str]:
+    """Names accepted by ``create_dataset``."""
+    return sorted(_DATASETS)
+
+
+def create_dataset(name: str, split: str, root: Path | str | None = None) -> SegmentationDataset:
+    """The one door to every dataset; ``root`` defaults to ``<data root>/<dataset folder>``."""
+    if name not in _DATASETS:
+        raise UnknownNameError(f"unknown dataset '{name}'; known: {list_datasets()}")
+    factory, subdir = _DATASETS[name]
+    return factory(Path(root) if root else default_data_root() / subdir, split)
+
+
+__all__ = [
+    "IGNORE_INDEX",
+    "Sample",
+    "SegmentationDataset",
+    "ZeroShotSplit",
+    "create_dataset",
+    "get_split",
+    "list_datasets",
+    "register_dataset",
+]

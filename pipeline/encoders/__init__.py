@@ -1,0 +1,72 @@
+"""Encoder registry: ``create_visual_encoder(name)`` and ``create_text_encoder(name)``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.encoders import catalog  # noqa: F401  (registers the named encoders)
+from pipeline.encoders.registry import TEXT_ENCODERS, VISUAL_ENCODERS, EncoderSpec
+from pipeline.encoders.text import TextEncoder
+from pipeline.encoders.visual import VisualEncoder
+from pipeline.encoders.weights import resolve_weights
+
+DEFAULT_VISUAL_ENCODER = "dino_vits16"
+DEFAULT_TEXT_ENCODER = "minilm_l6"
+
+
+def _weights_for(spec: EncoderSpec, weights: Path | str | None, random_init: bool) -> Path | None:
+    if random_init:
+        return None
+    return resolve_weights(spec.slug, weights, spec.weight_files, spec.packaged_weights)
+
+
+def create_visual_encoder(
+    name: str,
+    weights: Path | str | None = None,
+    random_init: bool = False,
+    image_size: tuple[int, int] | None = None,
+) -> VisualEncoder:
+    """Build a frozen visual encoder by slug (or ``timm:NAME``) from local weights.
+
+    Args:
+        name: registered slug (``dino_vits16``, ``clip_vitb16``, ...) or ``timm:MODEL``.
+        weights: explicit checkpoint path; else ``$FUSIONER_WEIGHTS`` or a package is searched.
+        random_init: build with random weights (tests only; recorded in stores).
+        image_size: (H, W) input size, rounded to the patch stride; the encoder's default if None.
+    """
+    spec = VISUAL_ENCODERS.get(name)
+    return spec.build(spec, _weights_for(spec, weights, random_init), image_size)
+
+
+def create_text_encoder(
+    name: str, weights: Path | str | None = None, random_init: bool = False
+) -> TextEncoder:
+    """Build a frozen text encoder by slug (or ``hf:PATH``) from local weights.
+
+    Args:
+        name: registered slug (``minilm_l6``, ``bert_base``, ``clip_vitb16_text``) or ``hf:PATH``.
+        weights: explicit weights path (file or model directory).
+        random_init: random weights (tests only; the tokenizer still comes from local files).
+    """
+    spec = TEXT_ENCODERS.get(name)
+    return spec.build(spec, _weights_for(spec, weights, random_init))
+
+
+def list_visual_encoders() -> list[str]:
+    return VISUAL_ENCODERS.names()
+
+
+def list_text_encoders() -> list[str]:
+    return TEXT_ENCODERS.names()
+
+
+__all__ = [
+    "DEFAULT_TEXT_ENCODER",
+    "DEFAULT_VISUAL_ENCODER",
+    "TextEncoder",
+    "VisualEncoder",
+    "create_text_encoder",
+    "create_visual_encoder",
+    "list_text_encoders",
+    "list_visual_encoders",
+]

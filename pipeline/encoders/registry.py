@@ -1,0 +1,67 @@
+"""A timm-style registry of named encoders: register a spec, build by slug through one door."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import UnknownNameError
+
+
+@dataclass(frozen=True)
+class EncoderSpec:
+    """How to build one named encoder and where its pretrained weights live.
+
+    Args:
+        slug: short name used on the command line and in store paths (``dino_vits16``).
+        library_id: the exact model in its library (``timm:vit_small_patch16_224.dino``).
+        build: ``build(spec, weights_path_or_None)`` returns the encoder; None = random init.
+        weight_files: file names looked up in ``$FUSIONER_WEIGHTS``.
+        packaged_weights: returns the weights shipped inside an installed package, if any.
+        options: builder-specific settings (patch size, pooling, ...).
+    """
+
+    slug: str
+    library_id: str
+    build: Callable[[EncoderSpec, Path | None], Any]
+    weight_files: tuple[str, ...]
+    packaged_weights: Callable[[], Path | None] | None = None
+    description: str = ""
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+class EncoderRegistry:
+    """Named specs of one kind (visual or text), plus ``prefix:NAME`` dynamic families."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._specs: dict[str, EncoderSpec] = {}
+        self._families: dict[str, Callable[[str], EncoderSpec]] = {}
+
+    def register(self, spec: EncoderSpec) -> EncoderSpec:
+        self._specs[spec.slug] = spec
+        return spec
+
+    def register_family(self, prefix: str, make_spec: Callable[[str], EncoderSpec]) -> None:
+        """``prefix:NAME`` builds ``make_spec(NAME)`` (e.g. ``timm:convnext_tiny``)."""
+        self._families[prefix] = make_spec
+
+    def names(self) -> list[str]:
+        return sorted(self._specs)
+
+    def get(self, name: str) -> EncoderSpec:
+        if name in self._specs:
+            return self._specs[name]
+        prefix, sep, rest = name.partition(":")
+        if sep and prefix in self._families and rest:
+            return self._families[prefix](rest)
+        families = ", ".join(f"{p}:NAME" for p in sorted(self._families))
+        raise UnknownNameError(
+            f"unknown {self.kind} encoder '{name}'; known: {', '.join(self.names())}; or {families}"
+        )
+
+
+VISUAL_ENCODERS = EncoderRegistry("visual")
+TEXT_ENCODERS = EncoderRegistry("text")

@@ -1,0 +1,23 @@
+"""Errors that the command-line entry points turn into one clear line and a non-zero exit."""
+
+from __future__ import annotations
+
+
+class FusionerError(Exception):
+    """A user-facing error: its message is shown as one line, without a traceback."""
+
+
+class MissingWeightsError(FusionerError):
+    """Pretrained weights were asked for but no local file was found."""
+
+
+class UnknownNameError(FusionerError):
+    """An unknown encoder, dataset or class name."""
+
+
+class StoreError(FusionerError):
+    """A feature store is missing, incomplete, or made by another encoder/version."""
+
+
+class BadInputError(FusionerError):
+    """An input file (image, mask, params) is unreadable or invalid."""

@@ -1,0 +1,187 @@
+"""Run a frozen encoder once over a dataset and write its features to the Zarr store."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from tqdm.auto import tqdm
+
+import pipeline
+from pipeline.data.base import IGNORE_INDEX, SegmentationDataset
+from pipeline.data.transforms import image_to_tensor, resize_label
+from pipeline.encoders.templates import PROMPT_TEMPLATES
+from pipeline.encoders.text import TextEncoder
+from pipeline.encoders.visual import VisualEncoder
+from pipeline.errors import BadInputError
+from pipeline.store.layout import FORMAT_VERSION, identity
+from pipeline.store.text import write_text_store
+from pipeline.store.visual import DEFAULT_SHARD_IMAGES, VisualStoreWriter
+
+log = logging.getLogger(__name__)
+
+
+class _PreparedImages(Dataset):
+    """Decode + resize samples (in DataLoader workers when asked); bad ones flagged, not raised."""
+
+    def __init__(self, dataset: SegmentationDataset, indices: list[int], size: tuple[int, int],
+                 skip_bad: bool) -> None:
+        self.dataset, self.indices, self.size, self.skip_bad = dataset, indices, size, skip_bad
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getitem__(self, item: int) -> dict[str, Any]:
+        index = self.indices[item]
+        try:
+            sample = self.dataset[index]
+        except BadInputError as exc:
+            if not self.skip_bad:
+                raise
+            height, width = self.size
+            return {"pixels": torch.zeros(3, height, width), "ok": False, "error": str(exc),
+                    "label": np.full(self.size, IGNORE_INDEX, np.uint8),
+                    "image_id": self.dataset.image_id(index)}
+        return {"pixels": image_to_tensor(sample.image, self.size), "ok": True, "error": "",
+                "label": resize_label(sample.label, self.size), "image_id": sample.image_id}
+
+
+def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "pixels": torch.stack([i["pixels"] for i in items]),
+        "label": np.stack([i["label"] for i in items]),
+        "image_id": [i["image_id"] for i in items],
+        "ok": [i["ok"] for i in items],
+        "error": [i["error"] for i in items],
+    }
+
+
+def visual_store_attrs(encoder: VisualEncoder, dataset: SegmentationDataset) -> dict[str, Any]:
+    """Root attributes of a visual store: encoder provenance + dataset identity + code version."""
+    return {
+        **encoder.provenance(),
+        "dataset": dataset.name,
+        "split": dataset.split,
+        "class_names": list(dataset.class_names),
+        "code_version": pipeline.__version__,
+    }
+
+
+def extract_visual(
+    dataset: SegmentationDataset,
+    encoder: VisualEncoder,
+    store_path: Path,
+    batch_size: int = 16,
+    device: str = "cpu",
+    shard_images: int = DEFAULT_SHARD_IMAGES,
+    num_workers: int = 0,
+    overwrite: bool = False,
+    skip_bad: bool = False,
+) -> dict[str, Any]:
+    """Fill (or finish) the visual store of ``dataset``; returns a small report.
+
+    Shards already written by an interrupted run are kept; a complete identical store is a no-op.
+    """
+    writer = VisualStoreWriter(
+        store_path, visual_store_attrs(encoder, dataset), len(dataset), encoder.grid_size,
+        encoder.feature_dim, encoder.image_size, shard_images=shard_images, overwrite=overwrite,
+    )
+    report: dict[str, Any] = {"store": str(store_path), "images": len(dataset), "encoded": 0,
+                              "skipped": dict(writer.group.attrs.get("skipped", {}))}
+    if writer.complete:
+        log.info("%s is complete already: nothing to do", store_path)
+        return report
+    pending = writer.pending_shards()
+    indices = [i for shard in pending for i in writer.shard_range(shard)]
+    log.info("extracting %d images (%d shards) of %s/%s with %s into %s", len(indices),
+             len(pending), dataset.name, dataset.split, encoder.slug, store_path)
+    encoder = encoder.to(device).eval()
+    started, forward_seconds = time.perf_counter(), 0.0
+    with tqdm(total=len(indices), unit="img", desc=f"extract {encoder.slug}") as bar:
+        batches = _batches(dataset, indices, encoder.image_size, batch_size, num_workers, skip_bad)
+        for shard in pending:
+            rows = writer.shard_range(shard)
+            outputs: list[dict[str, Any]] = []
+            while sum(len(o["image_id"]) for o in outputs) < len(rows):
+                batch = next(batches)
+                tick = time.perf_counter()
+                with torch.inference_mode():
+                    features = encoder(batch["pixels"].to(device))
+                forward_seconds += time.perf_counter() - tick
+                outputs.append({**batch, **{k: v.float().cpu().numpy() for k, v in features.items()}})
+                bar.update(len(batch["image_id"]))
+                bar.set_postfix(img_s=f"{bar.n / max(time.perf_counter() - started, 1e-9):.1f}")
+            merged = {k: [x for o in outputs for x in o[k]] for k in ("image_id", "ok", "error")}
+            for image_id, ok, error in zip(merged["image_id"], merged["ok"], merged["error"]):
+                if not ok:
+                    report["skipped"][image_id] = error
+            writer.write_shard(
+                shard,
+                np.concatenate([o["patch_tokens"] for o in outputs]),
+                np.concatenate([o["cls_token"] for o in outputs]),
+                np.concatenate([o["label"] for o in outputs]),
+                merged["image_id"],
+            )
+            if report["skipped"]:
+                writer.group.attrs["skipped"] = report["skipped"]
+    writer.finalize()
+    elapsed = time.perf_counter() - started
+    report.update(encoded=len(indices), seconds=round(elapsed, 3),
+                  images_per_s=round(len(indices) / max(elapsed, 1e-9), 2),
+                  forward_images_per_s=round(len(indices) / max(forward_seconds, 1e-9), 2))
+    log.info("encoded %d images in %.1fs: %.1f img/s overall, %.1f img/s encoder forward",
+             len(indices), elapsed, report["images_per_s"], report["forward_images_per_s"])
+    if report["skipped"]:
+        log.warning("skipped %d bad samples: %s", len(report["skipped"]), sorted(report["skipped"]))
+    return report
+
+
+def _batches(dataset: SegmentationDataset, indices: list[int], size: tuple[int, int],
+             batch_size: int, num_workers: int, skip_bad: bool) -> Iterator[dict[str, Any]]:
+    prepared = _PreparedImages(dataset, indices, size, skip_bad)
+    extra = {"multiprocessing_context": "spawn"} if num_workers > 0 else {}
+    loader = DataLoader(prepared, batch_size=batch_size, num_workers=num_workers,
+                        collate_fn=_collate, **extra)
+    yield from loader
+
+
+def text_store_attrs(encoder: TextEncoder, dataset_name: str,
+                     templates: tuple[str, ...]) -> dict[str, Any]:
+    """Root attributes of a text store."""
+    return {**encoder.provenance(), "dataset": dataset_name, "templates": list(templates),
+            "code_version": pipeline.__version__}
+
+
+def extract_text(
+    class_names: list[str],
+    encoder: TextEncoder,
+    store_path: Path,
+    dataset_name: str,
+    templates: tuple[str, ...] = PROMPT_TEMPLATES,
+    overwrite: bool = False,
+) -> dict[str, Any]:
+    """Embed every class name (prompt-averaged) into the text store; identical store = no-op."""
+    import zarr
+
+    attrs = text_store_attrs(encoder, dataset_name, templates)
+    wanted = {**attrs, "format_version": FORMAT_VERSION, "kind": "text",
+              "num_classes": len(class_names)}
+    if store_path.exists() and not overwrite:
+        group = zarr.open_group(str(store_path), mode="r")
+        found = dict(group.attrs)
+        same = found.get("complete") is True and identity(found) == identity(wanted)
+        if same and [str(n) for n in group["class_names"][:]] == class_names:
+            log.info("%s is complete already: nothing to do", store_path)
+            return {"store": str(store_path), "classes": len(class_names), "encoded": 0}
+    started = time.perf_counter()
+    embeddings = encoder.encode_classes(class_names, templates).numpy()
+    write_text_store(store_path, class_names, embeddings, attrs)
+    log.info("embedded %d class names x %d prompts with %s in %.1fs", len(class_names),
+             len(templates), encoder.slug, time.perf_counter() - started)
+    return {"store": str(store_path), "classes": len(class_names), "encoded": len(class_names)}

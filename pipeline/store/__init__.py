@@ -1,0 +1,27 @@
+"""The on-disk embedding store (Zarr v3): visual features per split, text embeddings per dataset."""
+
+from pipeline.store.dataset import CachedFeatureDataset, loader_kwargs
+from pipeline.store.layout import (
+    DEFAULT_CACHE_DIR,
+    FORMAT_VERSION,
+    check_provenance,
+    text_store_path,
+    visual_store_path,
+)
+from pipeline.store.text import TextEmbeddings, read_text_store, write_text_store
+from pipeline.store.visual import VisualStoreWriter, open_visual_store
+
+__all__ = [
+    "DEFAULT_CACHE_DIR",
+    "FORMAT_VERSION",
+    "CachedFeatureDataset",
+    "TextEmbeddings",
+    "VisualStoreWriter",
+    "check_provenance",
+    "loader_kwargs",
+    "open_visual_store",
+    "read_text_store",
+    "text_store_path",
+    "visual_store_path",
+    "write_text_store",
+]

@@ -1,0 +1,71 @@
+"""A torch Dataset over a visual store, read lazily and safe under DataLoader workers.
+
+The Zarr group is opened on first access in each process (never inherited across ``fork``:
+zarr v3's event loop and fork deadlock), and ``loader_kwargs`` asks for ``spawn`` workers.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import zarr
+from torch.utils.data import Dataset
+
+from pipeline.store.visual import open_visual_store
+
+
+class CachedFeatureDataset(Dataset):
+    """Items: ``{"patch_tokens": (h, w, C) f32, "cls_token": (C,), "label": (H, W) int64, "index"}``."""
+
+    def __init__(self, path: Path | str, expect: Mapping[str, Any] | None = None,
+                 indices: Sequence[int] | None = None) -> None:
+        self.path = Path(path)
+        group = open_visual_store(self.path, expect)  # validates once, up front
+        self.attrs = dict(group.attrs)
+        self.indices = list(range(self.attrs["num_images"])) if indices is None else list(indices)
+        self._group: zarr.Group | None = None
+        self._pid: int | None = None
+
+    def __len__(self) -> int:
+        return len(self.indices)
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["_group"] = None  # never ship an open store to a worker
+        return state
+
+    def _open(self) -> zarr.Group:
+        if self._group is None or self._pid != os.getpid():
+            self._group = zarr.open_group(str(self.path), mode="r")
+            self._pid = os.getpid()
+        return self._group
+
+    def image_ids(self) -> list[str]:
+        return [str(i) for i in self._open()["image_ids"][:][self.indices]]
+
+    def labels(self) -> np.ndarray:
+        """Every label map of this dataset (N, H, W) uint8, e.g. to plan training episodes."""
+        return np.asarray(self._open()["labels"][:])[self.indices]
+
+    def __getitem__(self, item: int) -> dict[str, Any]:
+        index = self.indices[item]
+        group = self._open()
+        return {
+            "patch_tokens": torch.from_numpy(np.asarray(group["patch_tokens"][index], np.float32)),
+            "cls_token": torch.from_numpy(np.asarray(group["cls_token"][index], np.float32)),
+            "label": torch.from_numpy(np.asarray(group["labels"][index]).astype(np.int64)),
+            "index": index,
+        }
+
+
+def loader_kwargs(num_workers: int) -> dict[str, Any]:
+    """DataLoader settings that keep Zarr safe in worker processes."""
+    if num_workers <= 0:
+        return {"num_workers": 0}
+    return {"num_workers": num_workers, "multiprocessing_context": "spawn",
+            "persistent_workers": True}

@@ -1,0 +1,73 @@
+"""Where stores live on disk and what their root attributes must say."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import zarr
+
+from pipeline.errors import StoreError
+
+FORMAT_VERSION = 1
+DEFAULT_CACHE_DIR = Path("cache")
+PROGRESS_KEYS = ("complete",)  # attributes that change while a store is written
+
+
+def visual_store_path(cache_dir: Path | str, encoder: str, dataset: str, split: str) -> Path:
+    """``<cache>/visual/<encoder>/<dataset>-<split>.zarr``."""
+    return Path(cache_dir) / "visual" / _safe(encoder) / f"{dataset}-{split}.zarr"
+
+
+def text_store_path(cache_dir: Path | str, encoder: str, dataset: str) -> Path:
+    """``<cache>/text/<encoder>/<dataset>.zarr``."""
+    return Path(cache_dir) / "text" / _safe(encoder) / f"{dataset}.zarr"
+
+
+def _safe(slug: str) -> str:
+    return slug.replace(":", "-").replace("/", "_")
+
+
+def identity(attrs: Mapping[str, Any]) -> dict[str, Any]:
+    """The attributes that define what a store holds (everything but write progress)."""
+    return {k: v for k, v in attrs.items() if k not in PROGRESS_KEYS}
+
+
+def open_complete_group(path: Path | str, kind: str, expect: Mapping[str, Any] | None) -> zarr.Group:
+    """Open a finished store read-only, refusing one that is incomplete or not what is expected."""
+    path = Path(path)
+    if not path.exists():
+        raise StoreError(f"{path}: no such store (run fusioner-extract first)")
+    try:
+        group = zarr.open_group(str(path), mode="r")
+    except Exception as exc:  # noqa: BLE001 - any zarr failure is one message
+        raise StoreError(f"{path}: not a readable Zarr store ({exc})") from exc
+    attrs = dict(group.attrs)
+    if attrs.get("format_version") != FORMAT_VERSION or attrs.get("kind") != kind:
+        raise StoreError(
+            f"{path}: store format {attrs.get('kind')}/v{attrs.get('format_version')} != "
+            f"{kind}/v{FORMAT_VERSION} (re-extract it with this version of fusioner)"
+        )
+    if attrs.get("complete") is not True:
+        raise StoreError(f"{path}: store is incomplete (extraction was interrupted; rerun it to resume)")
+    check_provenance(path, attrs, expect or {})
+    return group
+
+
+def check_provenance(path: Path, attrs: Mapping[str, Any], expect: Mapping[str, Any]) -> None:
+    """Raise ``StoreError`` naming every attribute that differs from ``expect``."""
+    wrong = [
+        f"{key}={attrs.get(key)!r} (expected {value!r})"
+        for key, value in expect.items()
+        if _normalise(attrs.get(key)) != _normalise(value)
+    ]
+    if wrong:
+        raise StoreError(f"{path}: store made by another encoder/config: {'; '.join(wrong)}")
+
+
+def _normalise(value: Any) -> Any:
+    """JSON round-trips turn tuples into lists; compare them as lists."""
+    if isinstance(value, tuple | list):
+        return [_normalise(v) for v in value]
+    return value

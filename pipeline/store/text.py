@@ -1,0 +1,54 @@
+"""The text store: class names and their embeddings (K, D) for one dataset and text encoder."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import zarr
+
+from pipeline.store.layout import FORMAT_VERSION, open_complete_group
+
+
+@dataclass(frozen=True)
+class TextEmbeddings:
+    """Class names with their L2-normalised embeddings, and the store's attributes."""
+
+    class_names: list[str]
+    embeddings: torch.Tensor
+    attrs: dict[str, Any]
+
+
+def write_text_store(path: Path | str, class_names: list[str], embeddings: np.ndarray,
+                     attrs: Mapping[str, Any]) -> Path:
+    """Write the whole text store (small) and mark it complete last."""
+    path = Path(path)
+    if path.exists():
+        shutil.rmtree(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    group = zarr.open_group(str(path), mode="w")
+    group.attrs.put({**attrs, "format_version": FORMAT_VERSION, "kind": "text",
+                     "num_classes": len(class_names), "complete": False})
+    names = group.create_array("class_names", shape=(len(class_names),), dtype=str,
+                               chunks=(len(class_names),))
+    names[:] = np.asarray(class_names, dtype=object)
+    vectors = group.create_array("embeddings", shape=embeddings.shape, dtype="float32",
+                                 chunks=embeddings.shape)
+    vectors[:] = embeddings.astype(np.float32)
+    group.attrs["complete"] = True
+    return path
+
+
+def read_text_store(path: Path | str, expect: Mapping[str, Any] | None = None) -> TextEmbeddings:
+    """Read a complete text store; ``expect`` lists attributes it must have."""
+    group = open_complete_group(path, "text", expect)
+    return TextEmbeddings(
+        class_names=[str(n) for n in group["class_names"][:]],
+        embeddings=torch.from_numpy(np.asarray(group["embeddings"][:], dtype=np.float32)),
+        attrs=dict(group.attrs),
+    )

@@ -1,0 +1,141 @@
+"""The visual feature store: patch tokens, CLS tokens, label masks and image ids, sharded Zarr v3.
+
+Writes go one whole shard at a time (never two writers on one shard), each shard is marked done
+after its data, and the store is marked ``complete`` only when every shard is done: an
+interrupted extraction resumes at the first missing shard and is never read as complete.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.codecs import BloscCodec
+
+from pipeline.errors import StoreError
+from pipeline.store.layout import FORMAT_VERSION, identity, open_complete_group
+
+DEFAULT_SHARD_IMAGES = 32
+
+
+@dataclass(frozen=True)
+class StoreCodec:
+    """Compression of the feature arrays (chosen by ``bench/read_path.py``)."""
+
+    cname: str = "zstd"
+    clevel: int = 1
+    shuffle: str = "bitshuffle"
+
+    def blosc(self) -> BloscCodec:
+        return BloscCodec(cname=self.cname, clevel=self.clevel, shuffle=self.shuffle)
+
+
+class VisualStoreWriter:
+    """Create (or resume) a visual store and fill it shard by shard."""
+
+    def __init__(
+        self,
+        path: Path | str,
+        attrs: Mapping[str, Any],
+        num_images: int,
+        grid_size: tuple[int, int],
+        feature_dim: int,
+        label_size: tuple[int, int],
+        shard_images: int = DEFAULT_SHARD_IMAGES,
+        codec: StoreCodec = StoreCodec(),
+        overwrite: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        self.shard_images = shard_images
+        self.num_images = num_images
+        wanted = {
+            **attrs,
+            "format_version": FORMAT_VERSION,
+            "kind": "visual",
+            "num_images": num_images,
+            "shard_images": shard_images,
+            "dtype": "float16",
+            "codec": f"blosc-{codec.cname}-{codec.clevel}-{codec.shuffle}",
+        }
+        if self.path.exists() and overwrite:
+            shutil.rmtree(self.path)
+        if self.path.exists():
+            self.group = zarr.open_group(str(self.path), mode="r+")
+            found = identity(dict(self.group.attrs))
+            if found != identity(wanted):
+                diff = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
+                raise StoreError(
+                    f"{self.path}: existing store was made with other settings ({', '.join(diff)}); "
+                    "pass --overwrite to replace it"
+                )
+        else:
+            self.group = self._create(wanted, grid_size, feature_dim, label_size, codec)
+
+    def _create(self, attrs, grid_size, feature_dim, label_size, codec) -> zarr.Group:
+        n, s = self.num_images, self.shard_images
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        group = zarr.open_group(str(self.path), mode="w")
+        h, w = grid_size
+        group.create_array("patch_tokens", shape=(n, h, w, feature_dim), dtype="float16",
+                           chunks=(1, h, w, feature_dim), shards=(s, h, w, feature_dim),
+                           compressors=codec.blosc(), fill_value=0)
+        group.create_array("cls_token", shape=(n, feature_dim), dtype="float16",
+                           chunks=(s, feature_dim), compressors=codec.blosc(), fill_value=0)
+        group.create_array("labels", shape=(n, *label_size), dtype="uint8",
+                           chunks=(1, *label_size), shards=(s, *label_size),
+                           compressors=BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"),
+                           fill_value=255)
+        group.create_array("image_ids", shape=(n,), dtype=str, chunks=(s,))
+        group.create_array("shard_done", shape=(self.num_shards,), dtype="bool",
+                           chunks=(self.num_shards,), fill_value=False)
+        group.attrs.put({**attrs, "complete": False})
+        return group
+
+    @property
+    def num_shards(self) -> int:
+        return -(-self.num_images // self.shard_images)
+
+    def shard_range(self, shard: int) -> range:
+        start = shard * self.shard_images
+        return range(start, min(start + self.shard_images, self.num_images))
+
+    def pending_shards(self) -> list[int]:
+        """Shards still to write (all of them for a new store, none for a complete one)."""
+        done = self.group["shard_done"][:]
+        return [i for i in range(self.num_shards) if not done[i]]
+
+    @property
+    def complete(self) -> bool:
+        return self.group.attrs.get("complete") is True
+
+    def write_shard(self, shard: int, patch_tokens: np.ndarray, cls_token: np.ndarray,
+                    labels: np.ndarray, image_ids: list[str]) -> None:
+        """Write one whole shard, then mark it done."""
+        rows = self.shard_range(shard)
+        if patch_tokens.shape[0] != len(rows) or len(image_ids) != len(rows):
+            raise ValueError(f"shard {shard} needs {len(rows)} rows, got {patch_tokens.shape[0]}")
+        block = slice(rows.start, rows.stop)
+        self.group["patch_tokens"][block] = patch_tokens.astype(np.float16)
+        self.group["cls_token"][block] = cls_token.astype(np.float16)
+        self.group["labels"][block] = labels
+        self.group["image_ids"][block] = np.asarray(image_ids, dtype=object)
+        done = self.group["shard_done"][:]
+        done[shard] = True
+        self.group["shard_done"][:] = done
+
+    def finalize(self) -> None:
+        """Mark the store complete once every shard is written."""
+        missing = self.pending_shards()
+        if missing:
+            raise StoreError(f"{self.path}: cannot finalize, shards {missing[:5]} not written")
+        self.group.attrs["complete"] = True
+
+
+def open_visual_store(path: Path | str, expect: Mapping[str, Any] | None = None) -> zarr.Group:
+    """A complete visual store, read-only; ``expect`` lists attributes it must have."""
+    return open_complete_group(path, "visual", expect)

@@ -1,0 +1,65 @@
+"""Shared CLI plumbing: logging set-up and one-line errors with a non-zero exit."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sys
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import click
+
+from pipeline.errors import FusionerError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def setup_logging(verbose: bool = False) -> None:
+    """INFO logs to stderr (progress bars also go to stderr)."""
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def one_line_errors(fn: F) -> F:
+    """Turn ``FusionerError`` (and interrupted runs) into one line on stderr and exit code 1/130."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except FusionerError as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(1)
+        except KeyboardInterrupt:
+            click.echo("interrupted: finished work is kept; rerun the same command to resume", err=True)
+            sys.exit(130)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def parse_size(value: str | None) -> tuple[int, int] | None:
+    """``"240x320"`` -> (240, 320) as (H, W)."""
+    if value is None:
+        return None
+    try:
+        height, width = (int(part) for part in value.lower().split("x"))
+    except ValueError as exc:
+        raise click.BadParameter(f"expected HxW such as 240x320, got '{value}'") from exc
+    if height <= 0 or width <= 0:
+        raise click.BadParameter(f"sizes must be positive, got '{value}'")
+    return height, width
+
+
+def resolve_device(device: str) -> str:
+    """``auto`` -> ``cuda`` when available, else ``cpu``; an unavailable ``cuda`` is an error."""
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise FusionerError("--device cuda asked for, but no CUDA device is available")
+    return device

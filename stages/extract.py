@@ -1,0 +1,94 @@
+"""``fusioner-extract``: run frozen encoders once and cache their outputs in Zarr stores."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import click
+
+from pipeline.data import create_dataset, list_datasets
+from pipeline.encoders import create_text_encoder, create_visual_encoder
+from pipeline.errors import FusionerError
+from pipeline.extract import extract_text, extract_visual
+from pipeline.store import DEFAULT_CACHE_DIR, text_store_path, visual_store_path
+from stages._cli import one_line_errors, parse_size, resolve_device, setup_logging
+
+log = logging.getLogger("fusioner.extract")
+
+
+@click.command(context_settings={"show_default": True})
+@click.option("--backbone", "visual", default=None,
+              help="Visual encoder slug (dino_vits16, dino_vitb16, dinov2_vits14, mocov3_vitb16, "
+                   "clip_vitb16, ...) or timm:MODEL. Writes <cache>/visual/<slug>/<dataset>-<split>.zarr.")
+@click.option("--text-encoder", "text", default=None,
+              help="Text encoder slug (minilm_l6, bert_base, clip_vitb16_text) or hf:PATH. "
+                   "Writes <cache>/text/<slug>/<dataset>.zarr.")
+@click.option("--dataset", default="camvid", help=f"Dataset name, one of {list_datasets()}.")
+@click.option("--split", "splits", multiple=True, default=("train", "val"),
+              help="Split(s) to extract visual features for; repeat the option for several.")
+@click.option("--data-root", type=click.Path(path_type=Path), default=None,
+              help="Dataset folder [default: $FUSIONER_DATA/<dataset> or ../shared/data/<dataset>].")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE_DIR,
+              help="Root of the embedding store.")
+@click.option("--weights", type=click.Path(path_type=Path), default=None,
+              help="Visual encoder checkpoint file [default: $FUSIONER_WEIGHTS/<slug>.* or a package].")
+@click.option("--text-weights", type=click.Path(path_type=Path), default=None,
+              help="Text encoder weights (file or model folder) [default: packaged or $FUSIONER_WEIGHTS].")
+@click.option("--random-init", is_flag=True,
+              help="Use random weights (tests only; recorded as random-init in the store).")
+@click.option("--image-size", default=None,
+              help="Encoder input HxW, e.g. 240x320 (rounded to the patch size) [default: encoder's].")
+@click.option("--batch-size", type=int, default=16, help="Images per encoder forward pass.")
+@click.option("--shard-images", type=int, default=32,
+              help="Images per Zarr shard file (the unit of writing and of resuming).")
+@click.option("--num-workers", type=int, default=0,
+              help="DataLoader processes decoding images (spawn); 0 decodes in the main process.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
+              help="Where the encoder runs.")
+@click.option("--overwrite", is_flag=True, help="Replace an existing store made with other settings.")
+@click.option("--skip-bad", is_flag=True,
+              help="Skip unreadable samples (recorded in the store's 'skipped' attribute) "
+                   "instead of stopping.")
+@click.option("--report", type=click.Path(path_type=Path), default=None,
+              help="Write a JSON report (images encoded, throughput, skipped samples) here.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@one_line_errors
+def main(visual: str | None, text: str | None, dataset: str, splits: tuple[str, ...],
+         data_root: Path | None, cache_dir: Path, weights: Path | None, text_weights: Path | None,
+         random_init: bool, image_size: str | None, batch_size: int, shard_images: int,
+         num_workers: int, device: str, overwrite: bool, skip_bad: bool, report: Path | None,
+         verbose: bool) -> None:
+    """Extract visual patch features and/or class-name text embeddings into the Zarr store.
+
+    Re-running is a no-op for complete stores; an interrupted run resumes at the first missing
+    shard. Example: fusioner-extract --backbone dino_vits16 --text-encoder minilm_l6 --dataset camvid
+    """
+    setup_logging(verbose)
+    if not visual and not text:
+        raise FusionerError("nothing to do: give --backbone and/or --text-encoder")
+    reports = []
+    if text:
+        encoder = create_text_encoder(text, text_weights, random_init)
+        names = create_dataset(dataset, splits[0], data_root).class_names
+        reports.append(extract_text(names, encoder, text_store_path(cache_dir, text, dataset),
+                                    dataset, overwrite=overwrite))
+    if visual:
+        run_on = resolve_device(device)
+        encoder = create_visual_encoder(visual, weights, random_init, parse_size(image_size))
+        log.info("visual encoder %s on %s", encoder.slug, run_on)
+        for split in splits:
+            reports.append(extract_visual(
+                create_dataset(dataset, split, data_root), encoder,
+                visual_store_path(cache_dir, visual, dataset, split), batch_size=batch_size,
+                device=run_on, shard_images=shard_images, num_workers=num_workers,
+                overwrite=overwrite, skip_bad=skip_bad,
+            ))
+    if report:
+        report.parent.mkdir(parents=True, exist_ok=True)
+        report.write_text(json.dumps(reports, indent=2))
+
+
+if __name__ == "__main__":
+    main()
