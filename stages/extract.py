@@ -37,7 +37,7 @@ log = logging.getLogger("fusioner.extract")
 @click.option("--text-weights", type=click.Path(path_type=Path), default=None,
               help="Text encoder weights (file or model folder) [default: packaged or $FUSIONER_WEIGHTS].")
 @click.option("--random-init", is_flag=True,
-              help="Use random weights (tests only; recorded as random-init in the store).")
+              help="Use random weights for every encoder asked for (tests only; recorded as random-init in the store).")
 @click.option("--image-size", default=None,
               help="Encoder input HxW, e.g. 240x320 (rounded to the patch size) [default: encoder's].")
 @click.option("--batch-size", type=int, default=16, help="Images per encoder forward pass.")

@@ -1,0 +1,116 @@
+"""Zarr feature store: round trip, sharding, provenance checks, incomplete stores refused."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import zarr
+from torch.utils.data import DataLoader
+
+from pipeline.errors import StoreError
+from pipeline.store import (
+    CachedFeatureDataset,
+    VisualStoreWriter,
+    loader_kwargs,
+    open_visual_store,
+    read_text_store,
+    write_text_store,
+)
+
+ATTRS = {"encoder": "dino_vits16", "weights_sha256": "abc", "image_size": [32, 48],
+         "grid_size": [2, 3], "feature_dim": 8, "dataset": "toy", "split": "train"}
+
+
+def _write(path: Path, num: int = 5, shard: int = 2, finish: bool = True, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    tokens = rng.normal(size=(num, 2, 3, 8)).astype(np.float32)
+    cls = rng.normal(size=(num, 8)).astype(np.float32)
+    labels = rng.integers(0, 4, size=(num, 32, 48)).astype(np.uint8)
+    labels[:, 0, 0] = 255
+    ids = [f"img{i}" for i in range(num)]
+    writer = VisualStoreWriter(path, ATTRS, num, (2, 3), 8, (32, 48), shard_images=shard)
+    for s in writer.pending_shards():
+        rows = writer.shard_range(s)
+        writer.write_shard(s, tokens[rows.start:rows.stop], cls[rows.start:rows.stop],
+                           labels[rows.start:rows.stop], ids[rows.start:rows.stop])
+        if not finish and s == 1:
+            break
+    if finish:
+        writer.finalize()
+    return tokens, labels, ids
+
+
+def test_round_trip_and_layout(tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    tokens, labels, ids = _write(path)
+    group = open_visual_store(path, {"encoder": "dino_vits16"})
+    assert group["patch_tokens"].dtype == np.float16
+    assert group["patch_tokens"].chunks == (1, 2, 3, 8) and group["patch_tokens"].shards == (2, 2, 3, 8)
+    assert group["labels"].dtype == np.uint8
+    assert group.attrs["complete"] is True and group.attrs["format_version"] == 1
+    dataset = CachedFeatureDataset(path)
+    assert len(dataset) == 5 and dataset.image_ids() == ids
+    item = dataset[3]
+    assert torch.allclose(item["patch_tokens"], torch.from_numpy(tokens[3]), atol=1e-2)
+    assert torch.equal(item["label"], torch.from_numpy(labels[3]).long())
+    # sharded: one file per shard for the big arrays, not one per image
+    assert len(list((path / "patch_tokens" / "c").iterdir())) == 3
+
+
+def test_incomplete_store_is_refused_and_resumable(tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    _write(path, finish=False)
+    with pytest.raises(StoreError, match="incomplete"):
+        CachedFeatureDataset(path)
+    writer = VisualStoreWriter(path, ATTRS, 5, (2, 3), 8, (32, 48), shard_images=2)
+    assert writer.pending_shards() == [2]
+    with pytest.raises(StoreError, match="cannot finalize"):
+        writer.finalize()
+
+
+def test_provenance_mismatch_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    _write(path)
+    with pytest.raises(StoreError, match="encoder='dino_vits16'"):
+        open_visual_store(path, {"encoder": "clip_vitb16"})
+    with pytest.raises(StoreError, match="other settings"):
+        VisualStoreWriter(path, {**ATTRS, "weights_sha256": "other"}, 5, (2, 3), 8, (32, 48), 2)
+    group = zarr.open_group(str(path), mode="r+")
+    group.attrs["format_version"] = 999
+    with pytest.raises(StoreError, match="re-extract"):
+        open_visual_store(path)
+
+
+def test_missing_store_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="run fusioner-extract"):
+        open_visual_store(tmp_path / "absent.zarr")
+
+
+def test_overwrite_replaces_store(tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    _write(path)
+    writer = VisualStoreWriter(path, {**ATTRS, "weights_sha256": "new"}, 5, (2, 3), 8, (32, 48), 2,
+                               overwrite=True)
+    assert writer.pending_shards() == [0, 1, 2] and not writer.complete
+
+
+def test_spawned_dataloader_workers_read_the_store(tmp_path: Path) -> None:
+    path = tmp_path / "s.zarr"
+    tokens, _, _ = _write(path)
+    loader = DataLoader(CachedFeatureDataset(path), batch_size=5, **loader_kwargs(2))
+    batch = next(iter(loader))
+    assert torch.allclose(batch["patch_tokens"], torch.from_numpy(tokens), atol=1e-2)
+
+
+def test_text_store_round_trip(tmp_path: Path) -> None:
+    path = tmp_path / "t.zarr"
+    emb = np.eye(3, 4, dtype=np.float32)
+    write_text_store(path, ["cat", "dög", "traffic sign"], emb, {"encoder": "minilm_l6"})
+    text = read_text_store(path, {"encoder": "minilm_l6"})
+    assert text.class_names == ["cat", "dög", "traffic sign"]
+    assert torch.equal(text.embeddings, torch.from_numpy(emb))
+    with pytest.raises(StoreError, match="encoder="):
+        read_text_store(path, {"encoder": "bert_base"})
