@@ -7,17 +7,27 @@ from pathlib import Path
 
 from pipeline.data.base import IGNORE_INDEX, Sample, SegmentationDataset, default_data_root
 from pipeline.data.camvid import CamVid
-from pipeline.data.splits import ZeroShotSplit, get_split
+from pipeline.data.coco import Coco
+from pipeline.data.folder import FolderDataset
+from pipeline.data.fss import FSS1000
+from pipeline.data.mosaic import Mosaic4, build_mosaic4
+from pipeline.data.pascal import PascalVOC
+from pipeline.data.splits import ZeroShotSplit, get_split, split_for, training_view
 from pipeline.errors import UnknownNameError
 
 DatasetFactory = Callable[[Path, str], SegmentationDataset]
 _DATASETS: dict[str, tuple[DatasetFactory, str]] = {
     "camvid": (CamVid, "camvid"),
+    "pascal": (PascalVOC, "VOC2012"),  # HSNet's datapath layout
+    "coco": (Coco, "COCO2014"),
+    "fss1000": (FSS1000, "FSS-1000"),
+    "mosaic4": (Mosaic4, "mosaic4"),  # built by build_mosaic4 from FSS-1000
+    "folder": (FolderDataset, "folder"),  # a user's own images/ + masks/ + classes.txt
 }
 
 
 def register_dataset(name: str, factory: DatasetFactory, default_subdir: str) -> None:
-    """Add a loader: ``factory(root, split)``; ``default_subdir`` is its folder under the data root."""
+    """Add a loader ``factory(root, split)``; ``default_subdir``: its folder under the data root."""
     _DATASETS[name] = (factory, default_subdir)
 
 
@@ -39,8 +49,11 @@ __all__ = [
     "Sample",
     "SegmentationDataset",
     "ZeroShotSplit",
+    "build_mosaic4",
     "create_dataset",
     "get_split",
     "list_datasets",
     "register_dataset",
+    "split_for",
+    "training_view",
 ]

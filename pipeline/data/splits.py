@@ -1,11 +1,26 @@
-"""Zero-shot splits: which classes a fold trains on (seen) and holds out entirely (unseen)."""
+"""Zero-shot splits: which classes a fold trains on (seen) and holds out entirely (unseen).
+
+Class ids index the dataset's ``class_names``. Datasets with a background (PASCAL, COCO,
+FSS-1000, Mosaic-4, folders whose ``classes.txt`` names "background") give it an id of its
+own, ``ZeroShotSplit.background``: it is in neither ``seen`` nor ``unseen``, is never queried
+as a class name, and its pixels are negatives for every class.
+
+``training_view`` is THE one place that decides what a training image may show: unseen-class
+pixels become ignore (default) or background, so no unseen class reaches a training episode.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Literal
 
+import numpy as np
+
+from pipeline.data.base import IGNORE_INDEX
 from pipeline.errors import UnknownNameError
+
+BACKGROUND = "background"  # the class name that marks a dataset's background id
 
 
 @dataclass(frozen=True)
@@ -16,6 +31,7 @@ class ZeroShotSplit:
     fold: int
     seen: tuple[int, ...]
     unseen: tuple[int, ...]
+    background: int | None = None
 
 
 _SPLITS: dict[str, Callable[[int], ZeroShotSplit]] = {}
@@ -32,10 +48,65 @@ def register_split(dataset: str) -> Callable[[Callable[[int], ZeroShotSplit]], C
 
 
 def get_split(dataset: str, fold: int) -> ZeroShotSplit:
-    """The seen/unseen classes of ``fold`` for ``dataset``."""
+    """The seen/unseen classes of ``fold`` for ``dataset`` (fixed-vocabulary datasets)."""
     if dataset not in _SPLITS:
-        raise UnknownNameError(f"no zero-shot split for dataset '{dataset}'; known: {sorted(_SPLITS)}")
+        raise UnknownNameError(f"no zero-shot split for dataset '{dataset}'; known: "
+                               f"{sorted(_SPLITS)} (folder vocabularies: split_for(dataset, fold))")
     return _SPLITS[dataset](fold)
+
+
+def split_for(dataset: object, fold: int) -> ZeroShotSplit:
+    """The split of a dataset object: its own ``zero_shot_split`` (vocabulary read from disk:
+    FSS-1000, Mosaic-4, folders), else the registered fold of ``dataset.name``."""
+    own = getattr(dataset, "zero_shot_split", None)
+    if callable(own):
+        return own(fold)
+    return get_split(dataset.name, fold)  # type: ignore[attr-defined]
+
+
+def background_id(class_names: Sequence[str]) -> int | None:
+    """The id of the class named "background", if the dataset has one."""
+    return list(class_names).index(BACKGROUND) if BACKGROUND in class_names else None
+
+
+def training_classes(split: ZeroShotSplit) -> tuple[int, ...]:
+    """Class ids a training episode may query: the seen ones (never unseen, never background)."""
+    return split.seen
+
+
+def present_classes(label: np.ndarray, classes: Sequence[int]) -> tuple[int, ...]:
+    """Those of ``classes`` with at least one pixel in ``label`` (sorted)."""
+    present = set(np.unique(label).tolist())
+    return tuple(sorted(c for c in classes if c in present))
+
+
+def evaluation_episodes(label: np.ndarray, split: ZeroShotSplit) -> tuple[int, ...]:
+    """Unseen classes present in ``label``: one binary evaluation episode each (HSNet)."""
+    return present_classes(label, split.unseen)
+
+
+def training_view(
+    label: np.ndarray, split: ZeroShotSplit, unseen_as: Literal["ignore", "background"] = "ignore"
+) -> tuple[tuple[int, ...], np.ndarray]:
+    """(present seen class ids, label map safe to train on) for one training image.
+
+    Unseen-class pixels become 255 (``"ignore"``, default: no gradient at all, strict
+    zero-shot) or the background id (``"background"``: HSNet/LSeg-style binary masks where
+    unseen objects count as negatives; needs a split with a background). Seen, background and
+    ignore pixels are kept. An empty tuple means the image has no training episode: skip it.
+    """
+    if unseen_as == "ignore":
+        fill = IGNORE_INDEX
+    elif unseen_as == "background":
+        if split.background is None:
+            raise ValueError(f"{split.dataset} has no background id; use unseen_as='ignore'")
+        fill = split.background
+    else:
+        raise ValueError(f"unseen_as must be 'ignore' or 'background', not {unseen_as!r}")
+    lookup = np.arange(256, dtype=np.uint8)
+    lookup[list(split.unseen)] = fill
+    safe = lookup[np.asarray(label, dtype=np.uint8)]
+    return present_classes(safe, split.seen), safe
 
 
 # CamVid ids: 0 sky, 1 building, 2 pole, 3 road, 4 sidewalk, 5 tree, 6 sign symbol, 7 fence,
@@ -52,3 +123,35 @@ def camvid_split(fold: int) -> ZeroShotSplit:
     unseen = CAMVID_UNSEEN[fold]
     seen = tuple(c for c in range(11) if c not in unseen)
     return ZeroShotSplit("camvid", fold, seen, unseen)
+
+
+def _check_fold(dataset: str, fold: int, folds: int = 4) -> None:
+    if fold not in range(folds):
+        raise UnknownNameError(f"{dataset} has folds 0..{folds - 1}, not {fold}")
+
+
+@register_split("pascal")
+def pascal_split(fold: int) -> ZeroShotSplit:
+    """PASCAL-5i (HSNet): ids 1..20 in VOC order, fold i unseen = 5i+1..5i+5; 0 = background."""
+    _check_fold("pascal", fold)
+    unseen = tuple(range(5 * fold + 1, 5 * fold + 6))
+    seen = tuple(c for c in range(1, 21) if c not in unseen)
+    return ZeroShotSplit("pascal", fold, seen, unseen, background=0)
+
+
+@register_split("coco")
+def coco_split(fold: int) -> ZeroShotSplit:
+    """COCO-20i (HSNet): ids 1..80, fold i unseen = {4k + i + 1 : k = 0..19}; 0 = background."""
+    _check_fold("coco", fold)
+    unseen = tuple(4 * k + fold + 1 for k in range(20))
+    seen = tuple(c for c in range(1, 81) if c not in unseen)
+    return ZeroShotSplit("coco", fold, seen, unseen, background=0)
+
+
+def all_unseen_split(dataset: str, class_names: Sequence[str], fold: int = 0) -> ZeroShotSplit:
+    """Evaluation-only vocabulary: every class except background is unseen (fold 0 only)."""
+    if fold != 0:
+        raise UnknownNameError(f"{dataset} has a single fold 0, not {fold}")
+    bg = background_id(class_names)
+    unseen = tuple(c for c in range(len(class_names)) if c != bg)
+    return ZeroShotSplit(dataset, 0, (), unseen, background=bg)
