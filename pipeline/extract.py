@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -73,6 +74,73 @@ def visual_store_attrs(encoder: VisualEncoder, dataset: SegmentationDataset) -> 
     }
 
 
+@dataclass
+class EncodedShard:
+    """One store shard's worth of encoder outputs, ready for ``write_shard(_data)``."""
+
+    shard: int
+    patch_tokens: np.ndarray
+    cls_token: np.ndarray
+    labels: np.ndarray
+    image_ids: list[str]
+    skipped: dict[str, str]
+    forward_seconds: float
+
+    def write_args(self) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, list[str]]:
+        return self.shard, self.patch_tokens, self.cls_token, self.labels, self.image_ids
+
+
+def shard_batches(shards: list[tuple[int, range]], batch_size: int) -> list[list[int]]:
+    """Batches of dataset indices that never straddle a shard.
+
+    Every extraction path (single process, distributed) batches a shard the same way, so the
+    encoder sees the same batches and the stored features are identical bit for bit.
+    """
+    return [list(rows[i:i + batch_size]) for _, rows in shards
+            for i in range(0, len(rows), batch_size)]
+
+
+def encode_shards(
+    dataset: SegmentationDataset,
+    encoder: VisualEncoder,
+    shards: list[tuple[int, range]],
+    batch_size: int = 16,
+    device: str = "cpu",
+    num_workers: int = 0,
+    skip_bad: bool = False,
+    on_batch: Callable[[int], None] | None = None,
+) -> Iterator[EncodedShard]:
+    """Encode ``(shard, rows)`` blocks in order, yielding each shard once all its rows are done.
+
+    ``encoder`` must already be on ``device`` in eval mode; ``on_batch(n)`` reports progress.
+    """
+    batches = iter(_loader(dataset, shard_batches(shards, batch_size), encoder.image_size,
+                           num_workers, skip_bad))
+    for shard, rows in shards:
+        outputs: list[dict[str, Any]] = []
+        forward_seconds = 0.0
+        while sum(len(o["image_id"]) for o in outputs) < len(rows):
+            batch = next(batches)
+            tick = time.perf_counter()
+            with torch.inference_mode():
+                features = encoder(batch["pixels"].to(device))
+            forward_seconds += time.perf_counter() - tick
+            outputs.append({**batch, **{k: v.float().cpu().numpy() for k, v in features.items()}})
+            if on_batch is not None:
+                on_batch(len(batch["image_id"]))
+        merged = {k: [x for o in outputs for x in o[k]] for k in ("image_id", "ok", "error")}
+        skipped = {image_id: error for image_id, ok, error
+                   in zip(merged["image_id"], merged["ok"], merged["error"], strict=True)
+                   if not ok}
+        yield EncodedShard(
+            shard,
+            np.concatenate([o["patch_tokens"] for o in outputs]),
+            np.concatenate([o["cls_token"] for o in outputs]),
+            np.concatenate([o["label"] for o in outputs]),
+            merged["image_id"], skipped, forward_seconds,
+        )
+
+
 def extract_visual(
     dataset: SegmentationDataset,
     encoder: VisualEncoder,
@@ -88,67 +156,69 @@ def extract_visual(
 
     Shards already written by an interrupted run are kept; a complete identical store is a no-op.
     """
-    writer = VisualStoreWriter(
-        store_path, visual_store_attrs(encoder, dataset), len(dataset), encoder.grid_size,
-        encoder.feature_dim, encoder.image_size, shard_images=shard_images, overwrite=overwrite,
-    )
+    writer = open_visual_writer(dataset, encoder, store_path, shard_images, overwrite)
     report: dict[str, Any] = {"store": str(store_path), "images": len(dataset), "encoded": 0,
                               "skipped": dict(writer.group.attrs.get("skipped", {}))}
     if writer.complete:
         log.info("%s is complete already: nothing to do", store_path)
         return report
-    pending = writer.pending_shards()
-    indices = [i for shard in pending for i in writer.shard_range(shard)]
-    log.info("extracting %d images (%d shards) of %s/%s with %s into %s", len(indices),
+    pending = [(shard, writer.shard_range(shard)) for shard in writer.pending_shards()]
+    count = sum(len(rows) for _, rows in pending)
+    log.info("extracting %d images (%d shards) of %s/%s with %s into %s", count,
              len(pending), dataset.name, dataset.split, encoder.slug, store_path)
     encoder = encoder.to(device).eval()
     started, forward_seconds = time.perf_counter(), 0.0
-    with tqdm(total=len(indices), unit="img", desc=f"extract {encoder.slug}") as bar:
-        batches = _batches(dataset, indices, encoder.image_size, batch_size, num_workers, skip_bad)
-        for shard in pending:
-            rows = writer.shard_range(shard)
-            outputs: list[dict[str, Any]] = []
-            while sum(len(o["image_id"]) for o in outputs) < len(rows):
-                batch = next(batches)
-                tick = time.perf_counter()
-                with torch.inference_mode():
-                    features = encoder(batch["pixels"].to(device))
-                forward_seconds += time.perf_counter() - tick
-                outputs.append({**batch, **{k: v.float().cpu().numpy() for k, v in features.items()}})
-                bar.update(len(batch["image_id"]))
-                bar.set_postfix(img_s=f"{bar.n / max(time.perf_counter() - started, 1e-9):.1f}")
-            merged = {k: [x for o in outputs for x in o[k]] for k in ("image_id", "ok", "error")}
-            for image_id, ok, error in zip(merged["image_id"], merged["ok"], merged["error"]):
-                if not ok:
-                    report["skipped"][image_id] = error
-            writer.write_shard(
-                shard,
-                np.concatenate([o["patch_tokens"] for o in outputs]),
-                np.concatenate([o["cls_token"] for o in outputs]),
-                np.concatenate([o["label"] for o in outputs]),
-                merged["image_id"],
-            )
-            if report["skipped"]:
+    with tqdm(total=count, unit="img", desc=f"extract {encoder.slug}") as bar:
+
+        def progress(n: int) -> None:
+            bar.update(n)
+            bar.set_postfix(img_s=f"{bar.n / max(time.perf_counter() - started, 1e-9):.1f}")
+
+        for encoded in encode_shards(dataset, encoder, pending, batch_size, device, num_workers,
+                                     skip_bad, progress):
+            forward_seconds += encoded.forward_seconds
+            writer.write_shard(*encoded.write_args())
+            if encoded.skipped:
+                report["skipped"].update(encoded.skipped)
                 writer.group.attrs["skipped"] = report["skipped"]
     writer.finalize()
-    elapsed = time.perf_counter() - started
-    report.update(encoded=len(indices), seconds=round(elapsed, 3),
-                  images_per_s=round(len(indices) / max(elapsed, 1e-9), 2),
-                  forward_images_per_s=round(len(indices) / max(forward_seconds, 1e-9), 2))
-    log.info("encoded %d images in %.1fs: %.1f img/s overall, %.1f img/s encoder forward",
-             len(indices), elapsed, report["images_per_s"], report["forward_images_per_s"])
-    if report["skipped"]:
-        log.warning("skipped %d bad samples: %s", len(report["skipped"]), sorted(report["skipped"]))
+    finish_report(report, count, time.perf_counter() - started, forward_seconds)
     return report
 
 
-def _batches(dataset: SegmentationDataset, indices: list[int], size: tuple[int, int],
-             batch_size: int, num_workers: int, skip_bad: bool) -> Iterator[dict[str, Any]]:
-    prepared = _PreparedImages(dataset, indices, size, skip_bad)
+def open_visual_writer(dataset: SegmentationDataset, encoder: VisualEncoder, store_path: Path,
+                       shard_images: int, overwrite: bool) -> VisualStoreWriter:
+    """Create (or resume, after checking its settings) the visual store of ``dataset``."""
+    return VisualStoreWriter(
+        store_path, visual_store_attrs(encoder, dataset), len(dataset), encoder.grid_size,
+        encoder.feature_dim, encoder.image_size, shard_images=shard_images, overwrite=overwrite,
+    )
+
+
+def finish_report(report: dict[str, Any], count: int, elapsed: float,
+                  forward_seconds: float) -> None:
+    """Add throughput to ``report`` and log it (and any skipped samples)."""
+    report.update(encoded=count, seconds=round(elapsed, 3),
+                  images_per_s=round(count / max(elapsed, 1e-9), 2),
+                  forward_images_per_s=round(count / max(forward_seconds, 1e-9), 2))
+    log.info("encoded %d images in %.1fs: %.1f img/s overall, %.1f img/s encoder forward",
+             count, elapsed, report["images_per_s"], report["forward_images_per_s"])
+    if report["skipped"]:
+        log.warning("skipped %d bad samples: %s", len(report["skipped"]), sorted(report["skipped"]))
+
+
+def _loader(dataset: SegmentationDataset, batches: list[list[int]], size: tuple[int, int],
+            num_workers: int, skip_bad: bool) -> DataLoader:
+    """Decoded batches (``batches`` holds dataset indices), in DataLoader workers when asked."""
+    flat = [index for batch in batches for index in batch]
+    prepared = _PreparedImages(dataset, flat, size, skip_bad)
+    positions, start = [], 0
+    for batch in batches:
+        positions.append(list(range(start, start + len(batch))))
+        start += len(batch)
     extra = {"multiprocessing_context": "spawn"} if num_workers > 0 else {}
-    loader = DataLoader(prepared, batch_size=batch_size, num_workers=num_workers,
-                        collate_fn=_collate, **extra)
-    yield from loader
+    return DataLoader(prepared, batch_sampler=positions, num_workers=num_workers,
+                      collate_fn=_collate, **extra)
 
 
 def text_store_attrs(encoder: TextEncoder, dataset_name: str,

@@ -69,7 +69,7 @@ def add_legend(image: Image.Image, names: Sequence[str],
                        (255, 255, 255))
     canvas.paste(image, (0, 0))
     draw = ImageDraw.Draw(canvas)
-    for i, (name, colour) in enumerate(zip(names, colours)):
+    for i, (name, colour) in enumerate(zip(names, colours, strict=True)):
         top = 4 + i * row
         draw.rectangle([image.width + 6, top, image.width + 18, top + 12], fill=tuple(colour),
                        outline=(0, 0, 0))

@@ -35,7 +35,8 @@ def one_line_errors(fn: F) -> F:
             click.echo(f"error: {exc}", err=True)
             sys.exit(1)
         except KeyboardInterrupt:
-            click.echo("interrupted: finished work is kept; rerun the same command to resume", err=True)
+            click.echo("interrupted: finished work is kept; rerun the same command to resume",
+                       err=True)
             sys.exit(130)
 
     return wrapper  # type: ignore[return-value]
@@ -56,10 +57,6 @@ def parse_size(value: str | None) -> tuple[int, int] | None:
 
 def resolve_device(device: str) -> str:
     """``auto`` -> ``cuda`` when available, else ``cpu``; an unavailable ``cuda`` is an error."""
-    import torch
+    from pipeline.train.distributed import resolve_device as resolve
 
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise FusionerError("--device cuda asked for, but no CUDA device is available")
-    return device
+    return resolve(device)

@@ -21,7 +21,8 @@ log = logging.getLogger("fusioner.extract")
 @click.command(context_settings={"show_default": True})
 @click.option("--backbone", "visual", default=None,
               help="Visual encoder slug (dino_vits16, dino_vitb16, dinov2_vits14, mocov3_vitb16, "
-                   "clip_vitb16, ...) or timm:MODEL. Writes <cache>/visual/<slug>/<dataset>-<split>.zarr.")
+                   "clip_vitb16, ...) or timm:MODEL. "
+                   "Writes <cache>/visual/<slug>/<dataset>-<split>.zarr.")
 @click.option("--text-encoder", "text", default=None,
               help="Text encoder slug (minilm_l6, bert_base, clip_vitb16_text) or hf:PATH. "
                    "Writes <cache>/text/<slug>/<dataset>.zarr.")
@@ -29,17 +30,22 @@ log = logging.getLogger("fusioner.extract")
 @click.option("--split", "splits", multiple=True, default=("train", "val"),
               help="Split(s) to extract visual features for; repeat the option for several.")
 @click.option("--data-root", type=click.Path(path_type=Path), default=None,
-              help="Dataset folder [default: $FUSIONER_DATA/<dataset> or ../shared/data/<dataset>].")
+              help="Dataset folder "
+                   "[default: $FUSIONER_DATA/<dataset> or ../shared/data/<dataset>].")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE_DIR,
               help="Root of the embedding store.")
 @click.option("--weights", type=click.Path(path_type=Path), default=None,
-              help="Visual encoder checkpoint file [default: $FUSIONER_WEIGHTS/<slug>.* or a package].")
+              help="Visual encoder checkpoint file "
+                   "[default: $FUSIONER_WEIGHTS/<slug>.* or a package].")
 @click.option("--text-weights", type=click.Path(path_type=Path), default=None,
-              help="Text encoder weights (file or model folder) [default: packaged or $FUSIONER_WEIGHTS].")
+              help="Text encoder weights (file or model folder) "
+                   "[default: packaged or $FUSIONER_WEIGHTS].")
 @click.option("--random-init", is_flag=True,
-              help="Use random weights for every encoder asked for (tests only; recorded as random-init in the store).")
+              help="Use random weights for every encoder asked for "
+                   "(tests only; recorded as random-init in the store).")
 @click.option("--image-size", default=None,
-              help="Encoder input HxW, e.g. 240x320 (rounded to the patch size) [default: encoder's].")
+              help="Encoder input HxW, e.g. 240x320 (rounded to the patch size) "
+                   "[default: encoder's].")
 @click.option("--batch-size", type=int, default=16, help="Images per encoder forward pass.")
 @click.option("--shard-images", type=int, default=32,
               help="Images per Zarr shard file (the unit of writing and of resuming).")
@@ -47,10 +53,19 @@ log = logging.getLogger("fusioner.extract")
               help="DataLoader processes decoding images (spawn); 0 decodes in the main process.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto",
               help="Where the encoder runs.")
-@click.option("--overwrite", is_flag=True, help="Replace an existing store made with other settings.")
+@click.option("--overwrite", is_flag=True,
+              help="Replace an existing store made with other settings.")
 @click.option("--skip-bad", is_flag=True,
               help="Skip unreadable samples (recorded in the store's 'skipped' attribute) "
                    "instead of stopping.")
+@click.option("--scheduler", default=None, metavar="ADDRESS",
+              help="Run visual extraction as a dask.distributed job on the cluster at ADDRESS "
+                   "(tcp://host:8786, or a scheduler JSON file); paths must be shared with the "
+                   "workers. See README 'Scaling out'.")
+@click.option("--workers", type=int, default=None,
+              help="Run visual extraction on a dask LocalCluster of N worker processes here.")
+@click.option("--retries", type=int, default=2,
+              help="With --scheduler/--workers: times dask re-runs a failed task.")
 @click.option("--report", type=click.Path(path_type=Path), default=None,
               help="Write a JSON report (images encoded, throughput, skipped samples) here.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
@@ -58,12 +73,13 @@ log = logging.getLogger("fusioner.extract")
 def main(visual: str | None, text: str | None, dataset: str, splits: tuple[str, ...],
          data_root: Path | None, cache_dir: Path, weights: Path | None, text_weights: Path | None,
          random_init: bool, image_size: str | None, batch_size: int, shard_images: int,
-         num_workers: int, device: str, overwrite: bool, skip_bad: bool, report: Path | None,
-         verbose: bool) -> None:
+         num_workers: int, device: str, overwrite: bool, skip_bad: bool, scheduler: str | None,
+         workers: int | None, retries: int, report: Path | None, verbose: bool) -> None:
     """Extract visual patch features and/or class-name text embeddings into the Zarr store.
 
     Re-running is a no-op for complete stores; an interrupted run resumes at the first missing
-    shard. Example: fusioner-extract --backbone dino_vits16 --text-encoder minilm_l6 --dataset camvid
+    shard. Example:
+    fusioner-extract --backbone dino_vits16 --text-encoder minilm_l6 --dataset camvid
     """
     setup_logging(verbose)
     if not visual and not text:
@@ -74,7 +90,11 @@ def main(visual: str | None, text: str | None, dataset: str, splits: tuple[str, 
         names = create_dataset(dataset, splits[0], data_root).class_names
         reports.append(extract_text(names, encoder, text_store_path(cache_dir, text, dataset),
                                     dataset, overwrite=overwrite))
-    if visual:
+    if visual and (scheduler or workers):
+        reports.extend(_extract_distributed(
+            visual, dataset, splits, data_root, cache_dir, weights, random_init, image_size,
+            batch_size, shard_images, device, overwrite, skip_bad, scheduler, workers, retries))
+    elif visual:
         run_on = resolve_device(device)
         encoder = create_visual_encoder(visual, weights, random_init, parse_size(image_size))
         log.info("visual encoder %s on %s", encoder.slug, run_on)
@@ -88,6 +108,32 @@ def main(visual: str | None, text: str | None, dataset: str, splits: tuple[str, 
     if report:
         report.parent.mkdir(parents=True, exist_ok=True)
         report.write_text(json.dumps(reports, indent=2))
+
+
+def _extract_distributed(visual: str, dataset: str, splits: tuple[str, ...],
+                         data_root: Path | None, cache_dir: Path, weights: Path | None,
+                         random_init: bool, image_size: str | None, batch_size: int,
+                         shard_images: int, device: str, overwrite: bool, skip_bad: bool,
+                         scheduler: str | None, workers: int | None, retries: int) -> list[dict]:
+    """Every split on one dask cluster (the client builds the encoder for provenance only)."""
+    from pipeline.scaleout.extract import (
+        dask_client,
+        extract_visual_distributed,
+        local_torch_threads,
+    )
+
+    encoder = create_visual_encoder(visual, weights, random_init, parse_size(image_size))
+    threads = None if scheduler else local_torch_threads(workers or 1)
+    reports = []
+    with dask_client(scheduler, workers) as client:
+        for split in splits:
+            reports.append(extract_visual_distributed(
+                client, create_dataset(dataset, split, data_root), encoder,
+                visual_store_path(cache_dir, visual, dataset, split), batch_size=batch_size,
+                device=device, shard_images=shard_images, overwrite=overwrite,
+                skip_bad=skip_bad, retries=retries, torch_threads=threads,
+            ))
+    return reports
 
 
 if __name__ == "__main__":

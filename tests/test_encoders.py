@@ -1,4 +1,4 @@
-"""Encoder registry: every encoder builds and honours the contract; weights come from local files."""
+"""Encoder registry: every encoder honours the contract; weights come from local files only."""
 
 from __future__ import annotations
 
@@ -73,7 +73,8 @@ def test_local_checkpoint_loads_through_timm_filter(tmp_path: Path) -> None:
 
     source = timm.create_model("vit_small_patch16_224.dino", pretrained=False, num_classes=0).eval()
     checkpoint = tmp_path / "dino_vits16.pth"
-    torch.save({"state_dict": {f"module.{k}": v for k, v in source.state_dict().items()}}, checkpoint)
+    wrapped = {f"module.{k}": v for k, v in source.state_dict().items()}
+    torch.save({"state_dict": wrapped}, checkpoint)
     encoder = create_visual_encoder("dino_vits16", weights=checkpoint, image_size=(224, 224))
     pixels = torch.rand(1, 3, 224, 224)
     with torch.inference_mode():

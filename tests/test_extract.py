@@ -105,7 +105,8 @@ def test_interrupted_extraction_resumes_to_the_same_store(camvid: Path, tmp_path
 def test_errors_are_one_line(camvid: Path, tmp_path: Path) -> None:
     result = CliRunner().invoke(main, ["--backbone", "nope", "--cache-dir", str(tmp_path)])
     assert result.exit_code == 1
-    assert result.output.strip().count("\n") == 0 and "unknown visual encoder 'nope'" in result.output
+    assert result.output.strip().count("\n") == 0
+    assert "unknown visual encoder 'nope'" in result.output
     nothing = CliRunner().invoke(main, ["--dataset", "camvid"])
     assert nothing.exit_code == 1 and "nothing to do" in nothing.output
 

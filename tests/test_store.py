@@ -48,7 +48,8 @@ def test_round_trip_and_layout(tmp_path: Path) -> None:
     tokens, labels, ids = _write(path)
     group = open_visual_store(path, {"encoder": "dino_vits16"})
     assert group["patch_tokens"].dtype == np.float16
-    assert group["patch_tokens"].chunks == (1, 2, 3, 8) and group["patch_tokens"].shards == (2, 2, 3, 8)
+    assert group["patch_tokens"].chunks == (1, 2, 3, 8)
+    assert group["patch_tokens"].shards == (2, 2, 3, 8)
     assert group["labels"].dtype == np.uint8
     assert group.attrs["complete"] is True and group.attrs["format_version"] == 1
     dataset = CachedFeatureDataset(path)

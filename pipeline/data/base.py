@@ -85,7 +85,9 @@ def load_label_map(path: Path, num_classes: int, size: tuple[int, int] | None = 
         with Image.open(path) as mask:
             mask.load()
             if mask.mode not in ("L", "P", "I", "I;16"):
-                raise BadInputError(f"{path}: label map must be single-channel, got mode {mask.mode}")
+                raise BadInputError(
+                    f"{path}: label map must be single-channel, got mode {mask.mode}"
+                )
             label = np.asarray(mask)
     except BadInputError:
         raise

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
+
 from pipeline.encoders import catalog  # noqa: F401  (registers the named encoders)
 from pipeline.encoders.registry import TEXT_ENCODERS, VISUAL_ENCODERS, EncoderSpec
 from pipeline.encoders.text import TextEncoder
@@ -35,7 +37,13 @@ def create_visual_encoder(
         image_size: (H, W) input size, rounded to the patch stride; the encoder's default if None.
     """
     spec = VISUAL_ENCODERS.get(name)
-    return spec.build(spec, _weights_for(spec, weights, random_init), image_size)
+    if not random_init:
+        return spec.build(spec, _weights_for(spec, weights, random_init), image_size)
+    # random weights are seeded: every process (e.g. distributed extraction workers) builds the
+    # same encoder, and the caller's RNG stream is left untouched
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return spec.build(spec, None, image_size)
 
 
 def create_text_encoder(

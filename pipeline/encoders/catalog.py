@@ -55,7 +55,8 @@ for _spec in (
     VISUAL_ENCODERS.register(_spec)
 
 VISUAL_ENCODERS.register_family(
-    "timm", lambda name: EncoderSpec(f"timm:{name}", f"timm:{name}", build_timm, _weight_files(name))
+    "timm",
+    lambda name: EncoderSpec(f"timm:{name}", f"timm:{name}", build_timm, _weight_files(name)),
 )
 
 for _spec in (

@@ -32,7 +32,9 @@ def read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return {k: v for k, v in state.items() if isinstance(v, torch.Tensor)}
 
 
-def strip_prefixes(state: dict[str, torch.Tensor], prefixes: Iterable[str]) -> dict[str, torch.Tensor]:
+def strip_prefixes(
+    state: dict[str, torch.Tensor], prefixes: Iterable[str]
+) -> dict[str, torch.Tensor]:
     """Drop wrapper prefixes such as ``module.`` or ``module.base_encoder.`` from keys."""
     ordered = sorted({*prefixes, "module."}, key=len, reverse=True)
     cleaned: dict[str, torch.Tensor] = {}

@@ -3,29 +3,17 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
+from pipeline.encoders.base import FrozenEncoder
 from pipeline.encoders.registry import EncoderSpec
 from pipeline.encoders.templates import PROMPT_TEMPLATES, expand_prompts
-from pipeline.encoders.weights import weights_sha256
 
 
-class TextEncoder(nn.Module):
+class TextEncoder(FrozenEncoder):
     """Base class: ``encode_prompts`` gives raw sentence embeddings; classes are built on it."""
-
-    def __init__(self, spec: EncoderSpec, weights: Path | None, feature_dim: int) -> None:
-        super().__init__()
-        self.slug = spec.slug
-        self.library_id = spec.library_id
-        self.weights_path = weights
-        self.feature_dim = feature_dim
-
-    @property
-    def random_init(self) -> bool:
-        return self.weights_path is None
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         """(N,) strings -> (N, D) embeddings."""
@@ -38,18 +26,10 @@ class TextEncoder(nn.Module):
         """(K, D) float32: each prompt normalised, averaged over templates, normalised again."""
         rows = []
         for name in class_names:
-            prompts = nn.functional.normalize(self.encode_prompts(expand_prompts(name, templates)), dim=-1)
-            rows.append(nn.functional.normalize(prompts.mean(0), dim=-1))
+            prompts = self.encode_prompts(expand_prompts(name, templates))
+            mean = nn.functional.normalize(prompts, dim=-1).mean(0)
+            rows.append(nn.functional.normalize(mean, dim=-1))
         return torch.stack(rows).float()
-
-    def provenance(self) -> dict[str, Any]:
-        return {
-            "encoder": self.slug,
-            "library_id": self.library_id,
-            "weights_sha256": weights_sha256(self.weights_path),
-            "random_init": self.random_init,
-            "feature_dim": self.feature_dim,
-        }
 
 
 class HFTextEncoder(TextEncoder):
@@ -73,7 +53,9 @@ class HFTextEncoder(TextEncoder):
         self.model = model.eval().requires_grad_(False)
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        batch = self.tokenizer(prompts, padding=True, truncation=True, max_length=64, return_tensors="pt")
+        batch = self.tokenizer(
+            prompts, padding=True, truncation=True, max_length=64, return_tensors="pt"
+        )
         hidden = self.model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)

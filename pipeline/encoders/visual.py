@@ -16,9 +16,10 @@ from PIL import Image
 from torch import nn
 
 from pipeline.data.transforms import image_to_tensor
+from pipeline.encoders.base import FrozenEncoder
 from pipeline.encoders.registry import EncoderSpec
 from pipeline.encoders.state_dicts import read_state_dict, strip_prefixes
-from pipeline.encoders.weights import RANDOM_INIT, weights_sha256
+from pipeline.encoders.weights import RANDOM_INIT
 from pipeline.errors import FusionerError
 
 DEFAULT_IMAGE_SIZE = (240, 320)  # (H, W): CamVid's 3:4 aspect, 15x20 patches at stride 16
@@ -29,7 +30,12 @@ def fit_to_stride(size: tuple[int, int], stride: int) -> tuple[int, int]:
     return tuple(max(stride, round(s / stride) * stride) for s in size)  # type: ignore[return-value]
 
 
-class VisualEncoder(nn.Module):
+def input_size(spec: EncoderSpec, asked: tuple[int, int] | None, stride: int) -> tuple[int, int]:
+    """The asked (H, W), else the encoder's default, rounded to its patch stride."""
+    return fit_to_stride(asked or spec.options.get("image_size", DEFAULT_IMAGE_SIZE), stride)
+
+
+class VisualEncoder(FrozenEncoder):
     """Base class: a frozen backbone, its normalisation, and the provenance of its weights."""
 
     def __init__(
@@ -42,19 +48,11 @@ class VisualEncoder(nn.Module):
         std: tuple[float, ...],
         image_size: tuple[int, int],
     ) -> None:
-        super().__init__()
-        self.slug = spec.slug
-        self.library_id = spec.library_id
-        self.weights_path = weights
+        super().__init__(spec, weights, feature_dim)
         self.stride = stride
-        self.feature_dim = feature_dim
         self.image_size = image_size
         self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
-
-    @property
-    def random_init(self) -> bool:
-        return self.weights_path is None
 
     @property
     def grid_size(self) -> tuple[int, int]:
@@ -77,18 +75,16 @@ class VisualEncoder(nn.Module):
     def provenance(self) -> dict[str, Any]:
         """What a store must record to tell these features apart from any others."""
         return {
-            "encoder": self.slug,
-            "library_id": self.library_id,
-            "weights_sha256": weights_sha256(self.weights_path),
-            "random_init": self.random_init,
+            **super().provenance(),
             "image_size": list(self.image_size),
             "patch_size": self.stride,
             "grid_size": list(self.grid_size),
-            "feature_dim": self.feature_dim,
         }
 
 
-def _split_tokens(tokens: torch.Tensor, prefix: int, grid: tuple[int, int]) -> dict[str, torch.Tensor]:
+def _split_tokens(
+    tokens: torch.Tensor, prefix: int, grid: tuple[int, int]
+) -> dict[str, torch.Tensor]:
     """(B, prefix + h*w, C) -> contract; prefix tokens (CLS, registers) stripped by count."""
     batch, _, channels = tokens.shape
     patches = tokens[:, prefix:].reshape(batch, grid[0], grid[1], channels)
@@ -105,7 +101,7 @@ class TimmVisualEncoder(VisualEncoder):
         is_vit = spec.options.get("vit", "vit" in model_name or "deit" in model_name)
         probe = timm.create_model(model_name, pretrained=False, num_classes=0)
         stride = _timm_stride(probe, is_vit)
-        size = fit_to_stride(image_size or spec.options.get("image_size", DEFAULT_IMAGE_SIZE), stride)
+        size = input_size(spec, image_size, stride)
         model = (
             timm.create_model(model_name, pretrained=False, num_classes=0, img_size=size)
             if is_vit
@@ -158,7 +154,7 @@ class OpenClipVisualEncoder(VisualEncoder):
         model_name = spec.library_id.removeprefix("open_clip:")
         config = open_clip.get_model_config(model_name)
         stride = int(config["vision_cfg"]["patch_size"])
-        size = fit_to_stride(image_size or spec.options.get("image_size", DEFAULT_IMAGE_SIZE), stride)
+        size = input_size(spec, image_size, stride)
         model = open_clip.create_model(
             model_name, pretrained=str(weights) if weights else None, force_image_size=size
         )

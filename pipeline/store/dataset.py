@@ -20,7 +20,7 @@ from pipeline.store.visual import open_visual_store
 
 
 class CachedFeatureDataset(Dataset):
-    """Items: ``{"patch_tokens": (h, w, C) f32, "cls_token": (C,), "label": (H, W) int64, "index"}``."""
+    """Items: ``patch_tokens`` (h, w, C) f32, ``cls_token`` (C,), ``label`` (H, W), ``index``."""
 
     def __init__(self, path: Path | str, expect: Mapping[str, Any] | None = None,
                  indices: Sequence[int] | None = None) -> None:

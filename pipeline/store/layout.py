@@ -34,7 +34,9 @@ def identity(attrs: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in attrs.items() if k not in PROGRESS_KEYS}
 
 
-def open_complete_group(path: Path | str, kind: str, expect: Mapping[str, Any] | None) -> zarr.Group:
+def open_complete_group(
+    path: Path | str, kind: str, expect: Mapping[str, Any] | None
+) -> zarr.Group:
     """Open a finished store read-only, refusing one that is incomplete or not what is expected."""
     path = Path(path)
     if not path.exists():
@@ -50,7 +52,9 @@ def open_complete_group(path: Path | str, kind: str, expect: Mapping[str, Any] |
             f"{kind}/v{FORMAT_VERSION} (re-extract it with this version of fusioner)"
         )
     if attrs.get("complete") is not True:
-        raise StoreError(f"{path}: store is incomplete (extraction was interrupted; rerun it to resume)")
+        raise StoreError(
+            f"{path}: store is incomplete (extraction was interrupted; rerun it to resume)"
+        )
     check_provenance(path, attrs, expect or {})
     return group
 

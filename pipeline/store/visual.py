@@ -70,8 +70,8 @@ class VisualStoreWriter:
             if found != identity(wanted):
                 diff = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
                 raise StoreError(
-                    f"{self.path}: existing store was made with other settings ({', '.join(diff)}); "
-                    "pass --overwrite to replace it"
+                    f"{self.path}: existing store was made with other settings "
+                    f"({', '.join(diff)}); pass --overwrite to replace it"
                 )
         else:
             self.group = self._create(wanted, grid_size, feature_dim, label_size, codec)
@@ -113,9 +113,29 @@ class VisualStoreWriter:
     def complete(self) -> bool:
         return self.group.attrs.get("complete") is True
 
+    @classmethod
+    def reopen(cls, path: Path | str) -> VisualStoreWriter:
+        """An existing store opened for shard writes only (a distributed worker's view).
+
+        No creation and no settings check: the client that created the store did both.
+        """
+        self = cls.__new__(cls)
+        self.path = Path(path)
+        self.group = zarr.open_group(str(self.path), mode="r+")
+        self.num_images = int(self.group.attrs["num_images"])
+        self.shard_images = int(self.group.attrs["shard_images"])
+        return self
+
     def write_shard(self, shard: int, patch_tokens: np.ndarray, cls_token: np.ndarray,
                     labels: np.ndarray, image_ids: list[str]) -> None:
         """Write one whole shard, then mark it done."""
+        self.write_shard_data(shard, patch_tokens, cls_token, labels, image_ids)
+        self.mark_done([shard])
+
+    def write_shard_data(self, shard: int, patch_tokens: np.ndarray, cls_token: np.ndarray,
+                         labels: np.ndarray, image_ids: list[str]) -> None:
+        """Write one whole shard's arrays, not its done flag (safe from concurrent writers of
+        other shards: every array's chunks/shards are aligned to the store's shards)."""
         rows = self.shard_range(shard)
         if patch_tokens.shape[0] != len(rows) or len(image_ids) != len(rows):
             raise ValueError(f"shard {shard} needs {len(rows)} rows, got {patch_tokens.shape[0]}")
@@ -124,8 +144,11 @@ class VisualStoreWriter:
         self.group["cls_token"][block] = cls_token.astype(np.float16)
         self.group["labels"][block] = labels
         self.group["image_ids"][block] = np.asarray(image_ids, dtype=object)
+
+    def mark_done(self, shards: list[int]) -> None:
+        """Flag written shards as done (one writer only: ``shard_done`` is a single chunk)."""
         done = self.group["shard_done"][:]
-        done[shard] = True
+        done[list(shards)] = True
         self.group["shard_done"][:] = done
 
     def finalize(self) -> None:

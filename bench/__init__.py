@@ -1,0 +1,1 @@
+"""Benchmarks (scripts printing tables): ``python -m bench.run_all [--quick]``."""

@@ -1,0 +1,219 @@
+"""Benchmark 2: the training read path vs the practical limit (a raw uncompressed .npy memmap).
+
+Every row streams the same items through the training Dataset (``CachedFeatureDataset``'s
+``__getitem__``: patch tokens + CLS token + label map, converted as training converts them) in a
+shuffled order, from: the Zarr store under several codecs / shard sizes, raw ``.npy`` memmaps
+of the same arrays, and HDF5 exports (``pipeline.store.hdf5_export``). Throughput counts the
+stored (decoded) bytes per item. "warm" = files in the page cache (the usual case: a store of
+a few GB sits in RAM after the first epoch); "cold" = every file evicted from the page cache
+(``posix_fadvise(DONTNEED)``) before each pass.
+
+Run: ``python -m bench.read_path [--quick]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import os
+import shutil
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+import zarr
+from torch.utils.data import DataLoader
+
+from bench.common import (
+    BENCH_CACHE,
+    MB,
+    Table,
+    dir_bytes,
+    ensure_stores,
+    median,
+    rewrite_store,
+    timed,
+    train_store,
+)
+from pipeline.store import CachedFeatureDataset, loader_kwargs
+from pipeline.store.hdf5_export import ARRAYS, export_visual_store_to_hdf5
+from pipeline.store.visual import StoreCodec
+
+CODECS = {  # label -> codec; clevel 0 = blosc stores the bytes as they are
+    "none (blosc clevel 0)": StoreCodec("lz4", 0, "noshuffle"),
+    "lz4-1 shuffle": StoreCodec("lz4", 1, "shuffle"),
+    "lz4-1 bitshuffle": StoreCodec("lz4", 1, "bitshuffle"),
+    "zstd-1 shuffle": StoreCodec("zstd", 1, "shuffle"),
+    "zstd-1 bitshuffle": StoreCodec("zstd", 1, "bitshuffle"),
+    "zstd-3 bitshuffle": StoreCodec("zstd", 3, "bitshuffle"),
+}
+SHARD_SIZES = (8, 32, 128)
+CHUNK_IMAGES = (1, 2, 4)
+
+
+def open_npy(folder: str) -> dict[str, np.ndarray]:
+    return {name: np.load(Path(folder) / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
+
+
+def open_hdf5(path: str) -> Mapping[str, Any]:
+    return h5py.File(path, "r")
+
+
+class ArrayFeatures(CachedFeatureDataset):
+    """The training Dataset's items (same ``__getitem__``) from another container: ``opener()``
+    returns name -> array (npy memmaps, an HDF5 file), opened lazily in each process."""
+
+    def __init__(self, opener: Callable[[], Mapping[str, Any]], num_images: int) -> None:
+        self.path, self.attrs, self.indices = Path("."), {}, list(range(num_images))
+        self.opener, self._group, self._pid = opener, None, None
+
+    def _open(self) -> Any:
+        if self._group is None or self._pid != os.getpid():
+            self._group, self._pid = self.opener(), os.getpid()
+        return self._group
+
+
+def item_bytes(store: Path) -> int:
+    """Stored (decoded) bytes of one item: tokens + CLS + label map."""
+    group = zarr.open_group(str(store), mode="r")
+    return sum(int(np.prod(group[n].shape[1:])) * group[n].dtype.itemsize for n in ARRAYS)
+
+
+def evict(path: Path) -> None:
+    """Drop a file's (or folder's) pages from the page cache (no root needed)."""
+    files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
+    for file in files:
+        fd = os.open(file, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+        finally:
+            os.close(fd)
+
+
+def stream(dataset: CachedFeatureDataset, order: np.ndarray) -> None:
+    for item in order:
+        dataset[int(item)]
+
+
+def measure(dataset: CachedFeatureDataset, path: Path, repeats: int, cold: bool) -> float:
+    """Median seconds of one shuffled pass over ``dataset`` (a fresh order each pass)."""
+    rng = np.random.default_rng(0)
+
+    def one_pass() -> None:
+        if cold:
+            evict(path)
+        stream(dataset, rng.permutation(len(dataset)))
+
+    return median(timed(one_pass, repeats))
+
+
+def build_variants(source: Path, work: Path, n_images: int) -> dict[str, tuple[Path, Any]]:
+    """label -> (path on disk, Dataset) for every container compared; written once per run."""
+    rows = np.arange(n_images) % zarr.open_group(str(source), mode="r").attrs["num_images"]
+    variants: dict[str, tuple[Path, Any]] = {}
+    base = rewrite_store(source, work / "default.zarr", rows)
+    raw = work / "npy"
+    raw.mkdir(parents=True, exist_ok=True)
+    group = zarr.open_group(str(base), mode="r")
+    for name in ARRAYS:
+        np.save(raw / f"{name}.npy", np.asarray(group[name][:]))
+    variants["npy memmap (limit)"] = (raw, ArrayFeatures(
+        functools.partial(open_npy, str(raw)), n_images))
+    for label, codec in CODECS.items():
+        path = work / f"{codec.cname}-{codec.clevel}-{codec.shuffle}.zarr"
+        rewrite_store(base, path, np.arange(n_images), codec)
+        variants[f"zarr {label}, shard 32"] = (path, CachedFeatureDataset(path))
+    default = StoreCodec()
+    for shard in SHARD_SIZES:
+        if shard != 32:
+            path = rewrite_store(base, work / f"shard{shard}.zarr", np.arange(n_images), default,
+                                 shard)
+            variants[f"zarr {default.cname}-{default.clevel} {default.shuffle}, shard {shard}"] = (
+                path, CachedFeatureDataset(path))
+    for compression, opts in ((None, None), ("lzf", None), ("gzip", 1)):
+        h5 = export_visual_store_to_hdf5(base, work / f"h5-{compression}.h5", compression, opts)
+        label = f"hdf5 {compression or 'raw'}{'-' + str(opts) if opts else ''}, chunk 1 image"
+        variants[label] = (h5, ArrayFeatures(functools.partial(open_hdf5, str(h5)), n_images))
+    return variants
+
+
+def chunk_table(base: Path, work: Path, repeats: int) -> Table:
+    """Patch tokens alone: images per chunk (inside 32-image shards) vs the memmap."""
+    tokens = np.asarray(zarr.open_group(str(base), mode="r")["patch_tokens"][:])
+    memmap = np.load(work / "npy" / "patch_tokens.npy", mmap_mode="r")
+    order = np.random.default_rng(0).permutation(tokens.shape[0])
+    nbytes = tokens[0].nbytes * len(order)
+    limit = median(timed(lambda: [np.asarray(memmap[i], np.float32) for i in order], repeats))
+    codec = StoreCodec()
+    table = Table("Read path: images per chunk (patch_tokens only, shuffled, warm cache)",
+                  ["chunk", "MB/s", "vs memmap"],
+                  notes=[f"memmap: {nbytes / MB / limit:.0f} MB/s; zarr {codec.cname}-"
+                         f"{codec.clevel} {codec.shuffle}, shard 32 images"])
+    for k in CHUNK_IMAGES:
+        path = work / f"chunk{k}.zarr"
+        shutil.rmtree(path, ignore_errors=True)
+        array = zarr.create_array(str(path), shape=tokens.shape, dtype="float16",
+                                  chunks=(k, *tokens.shape[1:]), shards=(32, *tokens.shape[1:]),
+                                  compressors=codec.blosc())
+        array[:] = tokens
+        seconds = median(timed(lambda a=array: [np.asarray(a[i], np.float32) for i in order],
+                               repeats))
+        table.add(f"{k} image(s)", nbytes / MB / seconds, limit / seconds)
+    return table
+
+
+def loader_table(variants: dict[str, tuple[Path, Any]], keys: list[str], n_images: int,
+                 per_item: int, repeats: int, batch_size: int = 8) -> Table:
+    """The same reads through a DataLoader (batch 8, shuffled), 0 vs 2 spawn workers."""
+    table = Table(f"Read path through the DataLoader (batch {batch_size}, shuffled, warm cache)",
+                  ["container", "workers", "MB/s", "items/s"])
+    for workers in (0, 2):
+        for key in keys:
+            loader = DataLoader(variants[key][1], batch_size=batch_size, shuffle=True,
+                                **loader_kwargs(workers))
+            seconds = median(timed(lambda ld=loader: [None for _ in ld], repeats))
+            table.add(key, workers, n_images * per_item / MB / seconds, n_images / seconds)
+            del loader
+    return table
+
+
+def run(quick: bool = False, work: Path = BENCH_CACHE / "read_path") -> list[Table]:
+    n_images, repeats = (128, 3) if quick else (256, 5)
+    source = train_store(ensure_stores(64))
+    shutil.rmtree(work, ignore_errors=True)
+    variants = build_variants(source, work, n_images)
+    per_item = item_bytes(variants["zarr zstd-1 bitshuffle, shard 32"][0])
+    raw_size = per_item * n_images
+    results = {}
+    for cold in (False, True):
+        for label, (path, dataset) in variants.items():
+            results[label, cold] = measure(dataset, path, repeats, cold)
+    table = Table(
+        f"Read path: training Dataset items, {n_images} images x {per_item / 1e3:.0f} kB, "
+        "shuffled, main process", ["container", "size MB", "ratio", "warm MB/s", "warm vs memmap",
+                                   "cold MB/s", "cold vs memmap"],
+        notes=["ratio = raw f16 bytes / bytes on disk; vs memmap = throughput / memmap's "
+               "(same run, median of repeats)"])
+    limit = {cold: results["npy memmap (limit)", cold] for cold in (False, True)}
+    for label, (path, _) in variants.items():
+        warm, cold = results[label, False], results[label, True]
+        table.add(label, dir_bytes(path) / MB, raw_size / dir_bytes(path), raw_size / MB / warm,
+                  limit[False] / warm, raw_size / MB / cold, limit[True] / cold)
+    tables = [table, chunk_table(work / "default.zarr", work, repeats)]
+    tables.append(loader_table(variants, ["npy memmap (limit)", "zarr zstd-1 bitshuffle, shard 32"],
+                               n_images, per_item, repeats))
+    return tables
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="fewer images and repeats")
+    for table in run(parser.parse_args().quick):
+        print(table.render(), end="\n\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,53 @@
+"""Per-class binary cross-entropy on mask logits, ignoring label 255 and padded class slots."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from pipeline.data.base import IGNORE_INDEX
+
+
+def resize_labels(label: Tensor, size: tuple[int, int]) -> Tensor:
+    """Nearest resize of (B, H, W) integer labels to ``size`` (e.g. the decoder output size)."""
+    if tuple(label.shape[-2:]) == tuple(size):
+        return label
+    resized = F.interpolate(label[:, None].float(), size=tuple(size), mode="nearest")
+    return resized[:, 0].to(label.dtype)
+
+
+def mask_bce_loss(logits: Tensor, label: Tensor, class_ids: Tensor,
+                  text_mask: Tensor | None = None) -> Tensor:
+    """Mean BCE over every (class slot, labelled pixel) pair.
+
+    logits (B, K, H, W); label (B, H, W) class ids with 255 = ignore (resized to the logits'
+    size if needed); class_ids (B, K): the class each slot asks for (target = label == id);
+    text_mask (B, K) True = real slot (padding slots carry no loss).
+    """
+    total, count = mask_bce_terms(logits, label, class_ids, text_mask)
+    return total / count.clamp(min=1.0)
+
+
+def mask_bce_terms(logits: Tensor, label: Tensor, class_ids: Tensor,
+                   text_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """(BCE summed over the labelled (class slot, pixel) pairs, their count): the two terms of
+    ``mask_bce_loss``, kept apart so DDP can normalise by the count of the whole global batch."""
+    label = resize_labels(label, tuple(logits.shape[-2:]))
+    target = (label[:, None] == class_ids[:, :, None, None]).to(logits.dtype)
+    valid = (label != IGNORE_INDEX)[:, None].expand_as(target)
+    if text_mask is not None:
+        valid = valid & text_mask[:, :, None, None].bool()
+    losses = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+    weights = valid.to(losses.dtype)
+    return (losses * weights).sum(), weights.sum()
+
+
+def predicted_classes(logits: Tensor, class_ids: Tensor, text_mask: Tensor | None = None,
+                      none: int = -1) -> Tensor:
+    """(B, H, W) class id of the most probable slot, ``none`` where no slot reaches p >= 0.5."""
+    if text_mask is not None:
+        logits = logits.masked_fill(~text_mask[:, :, None, None].bool(), float("-inf"))
+    best, slot = logits.max(dim=1)
+    ids = torch.gather(class_ids, 1, slot.flatten(1)).view_as(slot)
+    return torch.where(best >= 0, ids, torch.full_like(ids, none))

@@ -1,0 +1,65 @@
+"""Every option of a fusion training run, with the small CPU default configuration."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.model.fusion import FusionConfig
+from pipeline.store.layout import DEFAULT_CACHE_DIR
+
+# Options that do not change what is learned: left out of the checkpoint's ``train`` record and
+# free to differ when resuming.
+RUNTIME_KEYS = ("cache_dir", "out", "device", "num_workers", "resume", "progress")
+
+
+@dataclass(frozen=True)
+class FitConfig:
+    """A training run. Model defaults are the small CPU config (CamVid in minutes on 2 cores);
+    the paper's is ``dim=512, layers=12, heads=8, embed_dim=0`` (= dim), decoder d/2, d/4, d/8.
+    """
+
+    visual: str
+    text: str
+    dataset: str = "camvid"
+    fold: int = 0
+    cache_dir: Path = DEFAULT_CACHE_DIR
+    out: Path = Path("models/fusion")
+    train_split: str = "train"
+    val_split: str | None = "val"  # seen-class mIoU per epoch on this store; None/"" = off
+    epochs: int = 12
+    batch_size: int = 8
+    lr: float = 1e-3
+    min_lr: float = 2e-6
+    weight_decay: float = 0.01
+    weight_decay_end: float | None = None  # cosine wd schedule end (paper 0.4); None = constant
+    warmup_epochs: float = 1.0
+    layers: int = 2
+    dim: int = 256
+    heads: int = 4
+    mlp_ratio: float = 4.0
+    drop_path: float = 0.1
+    decoder_channels: tuple[int, ...] = field(default_factory=tuple)  # () = d/2, d/4, d/8
+    embed_dim: int = 64  # pixel/class embedding of the cosine head; 0 = dim (paper)
+    temperature: float = 0.07
+    episode: str = "present"  # "present": seen classes in the image; "all": every seen class
+    unseen_as: str = "ignore"  # unseen pixels: "ignore" (255) or "background" (negatives)
+    seed: int = 0
+    device: str = "auto"
+    num_workers: int = 0
+    resume: bool = False
+    progress: bool = True
+
+    def model_config(self, visual_dim: int, text_dim: int) -> FusionConfig:
+        """The ``FusionConfig`` this run trains, for features of these widths."""
+        return FusionConfig(visual_dim=visual_dim, text_dim=text_dim, dim=self.dim,
+                            layers=self.layers, heads=self.heads, mlp_ratio=self.mlp_ratio,
+                            drop_path=self.drop_path, decoder_channels=self.decoder_channels,
+                            embed_dim=self.embed_dim, temperature=self.temperature)
+
+    def record(self) -> dict[str, Any]:
+        """Options that determine the result (plain values, for the checkpoint's ``train``)."""
+        values = asdict(self)
+        values["decoder_channels"] = list(self.decoder_channels)
+        return {k: v for k, v in values.items() if k not in RUNTIME_KEYS}

@@ -1,0 +1,82 @@
+"""Training episodes: one cached image + the SEEN class names it is trained against.
+
+Rules (the zero-shot contract, tested by scanning every episode of a split):
+- Label maps go through ``pipeline.data.splits.training_view`` first: pixels of unseen classes
+  become 255 (``unseen_as="ignore"``, default: no gradient, the strict zero-shot setting) or
+  the dataset's background id (``"background"``, HSNet-style negatives; needs a background).
+- ``classes="present"`` (default, the paper): the episode asks for the seen classes present in
+  the image. ``"all"``: every seen class, absent ones giving all-negative masks (more negatives
+  for BCE; also how the seen-class validation mIoU is measured).
+- An unseen class id never appears, neither as a queried class nor as a positive pixel.
+  Images without any seen pixel have no episode and are skipped.
+
+Episodes carry class ids; text embeddings are looked up by id in the training loop (one
+(num_classes, D) table), so workers never ship text around.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from pipeline.data.splits import ZeroShotSplit, training_view
+from pipeline.store.dataset import CachedFeatureDataset
+
+EpisodeClasses = Literal["present", "all"]
+UnseenAs = Literal["ignore", "background"]
+
+
+class EpisodeDataset(Dataset):
+    """Items: ``{"patch_tokens": (h,w,C), "label": (H,W) int64, "class_ids": (K,), "index"}``."""
+
+    def __init__(self, features: CachedFeatureDataset, split: ZeroShotSplit,
+                 classes: EpisodeClasses = "present", unseen_as: UnseenAs = "ignore") -> None:
+        if classes not in ("present", "all"):
+            raise ValueError(f"classes must be 'present' or 'all', not {classes!r}")
+        self.features = features
+        self.split = split
+        self.unseen_as = unseen_as
+        self.positions: list[int] = []  # item position in ``features``
+        self.class_ids: list[tuple[int, ...]] = []
+        for position, label in enumerate(features.labels()):
+            present, _ = training_view(label, split, unseen_as)
+            if present:
+                self.positions.append(position)
+                self.class_ids.append(present if classes == "present" else tuple(split.seen))
+
+    def __len__(self) -> int:
+        return len(self.positions)
+
+    def __getitem__(self, item: int) -> dict[str, Any]:
+        sample = self.features[self.positions[item]]
+        _, safe = training_view(sample["label"].numpy(), self.split, self.unseen_as)
+        return {
+            "patch_tokens": sample["patch_tokens"],
+            "label": torch.from_numpy(safe.astype(np.int64)),
+            "class_ids": torch.tensor(self.class_ids[item], dtype=torch.int64),
+            "index": sample["index"],
+        }
+
+
+def collate_episodes(items: list[dict[str, Any]]) -> dict[str, Tensor]:
+    """Stack a batch; pad ``class_ids`` to the largest K with -1 and add ``text_mask`` (B, K)."""
+    k = max(len(item["class_ids"]) for item in items)
+    class_ids = torch.full((len(items), k), -1, dtype=torch.int64)
+    for row, item in enumerate(items):
+        class_ids[row, : len(item["class_ids"])] = item["class_ids"]
+    return {
+        "patch_tokens": torch.stack([item["patch_tokens"] for item in items]),
+        "label": torch.stack([item["label"] for item in items]),
+        "class_ids": class_ids,
+        "text_mask": class_ids >= 0,
+        "index": torch.tensor([item["index"] for item in items], dtype=torch.int64),
+    }
+
+
+def episode_text(table: Tensor, class_ids: Tensor) -> Tensor:
+    """(B, K, D) text embeddings of padded ``class_ids`` (padding slots get row 0, masked later)."""
+    return table[class_ids.clamp(min=0)]

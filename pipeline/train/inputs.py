@@ -1,0 +1,107 @@
+"""Open and cross-check the cached stores a training run reads (and nothing else).
+
+Train visual store + text store are required; the validation visual store is optional (missing:
+no validation metric). Every store is checked for the encoder asked for, the dataset and split,
+and against each other (same visual encoder weights, same class names).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from pipeline.data.splits import ZeroShotSplit, get_split
+from pipeline.errors import FusionerError, StoreError
+from pipeline.model.checkpoint import IDENTITY_KEYS, TEXT_KEYS, VISUAL_KEYS, provenance
+from pipeline.store import (
+    CachedFeatureDataset,
+    read_text_store,
+    text_store_path,
+    visual_store_path,
+)
+from pipeline.train.config import FitConfig
+from pipeline.train.episodes import EpisodeDataset
+
+log = logging.getLogger("fusioner.fit")
+
+
+@dataclass
+class TrainingInputs:
+    """Episodes to train on (and to validate on), the text table and the run's provenance."""
+
+    train: EpisodeDataset
+    val: EpisodeDataset | None
+    text_table: torch.Tensor  # (num_classes, D), row = dataset class id
+    split: ZeroShotSplit
+    class_names: list[str]
+    visual_attrs: dict[str, Any]
+    text_attrs: dict[str, Any]
+
+    @property
+    def visual_dim(self) -> int:
+        return int(self.visual_attrs["feature_dim"])
+
+    @property
+    def text_dim(self) -> int:
+        return int(self.text_table.shape[1])
+
+    def provenance_meta(self) -> dict[str, Any]:
+        """The checkpoint ``meta`` fields that describe the data (not the model)."""
+        return {
+            "visual": provenance(self.visual_attrs, VISUAL_KEYS),
+            "text": provenance(self.text_attrs, TEXT_KEYS),
+            "dataset": self.split.dataset,
+            "fold": self.split.fold,
+            "seen": list(self.split.seen),
+            "unseen": list(self.split.unseen),
+            "background": self.split.background,
+            "class_names": list(self.class_names),
+        }
+
+
+def open_inputs(config: FitConfig) -> TrainingInputs:
+    """Open the stores of ``config``; ``StoreError`` if missing, incomplete or mismatched."""
+    train_path = visual_store_path(config.cache_dir, config.visual, config.dataset,
+                                   config.train_split)
+    features = CachedFeatureDataset(train_path, expect={
+        "encoder": config.visual, "dataset": config.dataset, "split": config.train_split})
+    visual_attrs = dict(features.attrs)
+    text = read_text_store(text_store_path(config.cache_dir, config.text, config.dataset),
+                           expect={"encoder": config.text, "dataset": config.dataset})
+    names = [str(n) for n in visual_attrs.get("class_names", text.class_names)]
+    if names != text.class_names:
+        raise StoreError(f"{train_path}: class names {names} differ from the text store's "
+                         f"{text.class_names} (re-extract one of them)")
+    split = get_split(config.dataset, config.fold)
+    if max(split.seen + split.unseen) >= len(names):
+        raise StoreError(f"{train_path}: {len(names)} classes, but fold {config.fold} of "
+                         f"{config.dataset} uses ids up to {max(split.seen + split.unseen)}")
+    if config.unseen_as == "background" and split.background is None:
+        raise FusionerError(f"{config.dataset} has no background class: use --unseen-as ignore")
+    train = EpisodeDataset(features, split, config.episode, config.unseen_as)  # type: ignore[arg-type]
+    if len(train) == 0:
+        raise StoreError(f"{train_path}: no image shows a seen class of fold {config.fold}")
+    val = _open_val(config, split, visual_attrs)
+    return TrainingInputs(train, val, text.embeddings, split, names, visual_attrs, text.attrs)
+
+
+def _open_val(config: FitConfig, split: ZeroShotSplit,
+              visual_attrs: dict[str, Any]) -> EpisodeDataset | None:
+    """Validation episodes, or None when off or not extracted.
+
+    Same episode rule as training (``present``: the seen classes present in the image, as in the
+    paper's protocol where the queried class is known to be there), unseen pixels ignored.
+    """
+    if not config.val_split:
+        return None
+    path = visual_store_path(config.cache_dir, config.visual, config.dataset, config.val_split)
+    if not path.exists():
+        log.warning("%s: no validation store, validation metrics are skipped", path)
+        return None
+    same_encoder = {k: visual_attrs[k] for k in IDENTITY_KEYS if k in visual_attrs}
+    features = CachedFeatureDataset(path, expect={
+        **same_encoder, "dataset": config.dataset, "split": config.val_split})
+    return EpisodeDataset(features, split, config.episode, "ignore")  # type: ignore[arg-type]

@@ -1,0 +1,78 @@
+"""``fusioner-fit``: train the fusion module from the cached stores alone (no encoder is built)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pipeline.store import DEFAULT_CACHE_DIR
+from pipeline.train import FitConfig, fit
+from stages._cli import one_line_errors, setup_logging
+
+DEFAULTS = FitConfig(visual="", text="")
+
+
+def _channels(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(c) for c in value.split(",") if c.strip())
+    except ValueError as exc:
+        raise click.BadParameter(f"expected comma-separated ints, e.g. 128,64,32: {value}") from exc
+
+
+@click.command(context_settings={"show_default": True})
+@click.option("--visual", required=True, help="Visual encoder slug of the cached features.")
+@click.option("--text", required=True, help="Text encoder slug of the cached class embeddings.")
+@click.option("--dataset", default=DEFAULTS.dataset, help="Dataset of the stores.")
+@click.option("--fold", type=int, default=DEFAULTS.fold, help="Zero-shot fold (seen/unseen split).")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE_DIR,
+              help="Root of the embedding store.")
+@click.option("--out", type=click.Path(path_type=Path), default=DEFAULTS.out,
+              help="Run folder: checkpoint.pt, last.pt, train_log.json, train_metrics.json.")
+@click.option("--train-split", default=DEFAULTS.train_split, help="Store split to train on.")
+@click.option("--val-split", default=DEFAULTS.val_split,
+              help="Store split for the per-epoch seen-class mIoU ('' = none; skipped if absent).")
+@click.option("--epochs", type=int, default=DEFAULTS.epochs)
+@click.option("--batch-size", type=int, default=DEFAULTS.batch_size,
+              help="Images per step (per process).")
+@click.option("--lr", type=float, default=DEFAULTS.lr, help="Peak AdamW learning rate.")
+@click.option("--min-lr", type=float, default=DEFAULTS.min_lr, help="Cosine end learning rate.")
+@click.option("--weight-decay", type=float, default=DEFAULTS.weight_decay)
+@click.option("--weight-decay-end", type=float, default=None,
+              help="Cosine weight-decay end value (paper 0.4) [default: constant].")
+@click.option("--warmup-epochs", type=float, default=DEFAULTS.warmup_epochs)
+@click.option("--layers", type=int, default=DEFAULTS.layers, help="Fusion blocks (paper 12).")
+@click.option("--dim", type=int, default=DEFAULTS.dim, help="Fusion width (paper 512).")
+@click.option("--heads", type=int, default=DEFAULTS.heads, help="Attention heads (paper 8).")
+@click.option("--mlp-ratio", type=float, default=DEFAULTS.mlp_ratio)
+@click.option("--drop-path", type=float, default=DEFAULTS.drop_path)
+@click.option("--decoder-channels", default="", callback=_channels,
+              help="Up-stage widths, e.g. 128,64,32 [default: dim/2,dim/4,dim/8].")
+@click.option("--embed-dim", type=int, default=DEFAULTS.embed_dim,
+              help="Pixel/class embedding width of the cosine head (0 = dim, the paper's).")
+@click.option("--temperature", type=float, default=DEFAULTS.temperature)
+@click.option("--episode", type=click.Choice(["present", "all"]), default=DEFAULTS.episode,
+              help="Classes per training image: the seen ones present, or all seen classes.")
+@click.option("--unseen-as", type=click.Choice(["ignore", "background"]),
+              default=DEFAULTS.unseen_as,
+              help="Unseen-class pixels in training: ignored, or background (negatives).")
+@click.option("--seed", type=int, default=DEFAULTS.seed)
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=DEFAULTS.device,
+              help="auto: CUDA (bf16 autocast) when present, else CPU. torchrun: DDP.")
+@click.option("--num-workers", type=int, default=DEFAULTS.num_workers,
+              help="DataLoader worker processes (spawn) reading the store.")
+@click.option("--resume", is_flag=True, help="Continue from <out>/last.pt if it exists.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@one_line_errors
+def main(no_progress: bool, verbose: bool, **options: object) -> None:
+    """Train the fusion transformer on cached features of one encoder pair.
+
+    Example: fusioner-fit --visual dino_vits16 --text minilm_l6 --dataset camvid --fold 0
+    """
+    setup_logging(verbose)
+    fit(FitConfig(**options, progress=not no_progress))  # type: ignore[arg-type]
+
+
+if __name__ == "__main__":
+    main()

