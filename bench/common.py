@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import platform
-import resource
 import statistics
 import subprocess
 import time
@@ -20,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import psutil
 import torch
 import zarr
 
@@ -83,25 +83,41 @@ def spread(values: Sequence[float]) -> str:
     return f"{median(values):.3g} [{min(values):.3g}-{max(values):.3g}]"
 
 
-def run_peak_rss(argv: Sequence[str], env: dict[str, str] | None = None) -> tuple[float, int]:
-    """Run a command; (seconds, peak RSS in bytes of its largest process, children included).
-
-    ``os.wait4`` gives the rusage of this one child, so earlier children do not leak in.
+def run_peak_rss(argv: Sequence[str], env: dict[str, str] | None = None,
+                 interval: float = 0.05) -> tuple[float, int, int]:
+    """Run a command; (seconds, peak RSS of its largest process, peak RSS summed over its
+    process tree), bytes. Sampled every ``interval`` s: per process the kernel's high-water
+    mark (``VmHWM``, exact), for the tree the sum of current RSS (may miss a short spike).
+    (``ru_maxrss`` of a child would include the parent's RSS at fork time.)
     """
     tick = time.perf_counter()
     proc = subprocess.Popen(list(argv), env={**os.environ, **(env or {})},
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    root = psutil.Process(proc.pid)
+    largest = total = 0
+    while proc.poll() is None:
+        try:
+            tree = [root, *root.children(recursive=True)]
+            total = max(total, sum(p.memory_info().rss for p in tree))
+            largest = max(largest, *(_hwm(p.pid) for p in tree))
+        except psutil.Error:
+            pass  # a process ended between listing and reading
+        time.sleep(interval)
     stderr = proc.stderr.read() if proc.stderr else b""
-    _, status, usage = os.wait4(proc.pid, 0)
-    proc.returncode = os.waitstatus_to_exitcode(status)
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed:\n{stderr.decode()[-2000:]}")
-    return time.perf_counter() - tick, int(usage.ru_maxrss) * 1024  # Linux: KiB
+    return time.perf_counter() - tick, largest, max(total, largest)
 
 
-def self_peak_rss() -> int:
-    """Peak RSS of this process so far, bytes."""
-    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024
+def _hwm(pid: int) -> int:
+    """Peak RSS (``VmHWM``) of a live process, bytes; 0 if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return 0
 
 
 def machine() -> dict[str, str]:
@@ -159,6 +175,23 @@ class FirstImages(SegmentationDataset):
 
 def camvid_subset(n: int, split: str = "train") -> FirstImages:
     return FirstImages(create_dataset(DATASET, split), n)
+
+
+def camvid_subset_dir(n: int, root: Path = BENCH_CACHE) -> Path:
+    """A CamVid-layout folder (symlinks) with the first ``n`` train images, for the CLIs."""
+    source = FirstImages(create_dataset(DATASET, "train"), n)
+    folder = root / f"camvid-n{n}"
+    images, labels = folder / "train" / "images", folder / "train" / "labels"
+    if not folder.exists():
+        images.mkdir(parents=True)
+        labels.mkdir(parents=True)
+        camvid = Path(source.dataset.root)  # type: ignore[attr-defined]
+        (folder / "classes.txt").symlink_to((camvid / "classes.txt").resolve())
+        for i in range(n):
+            stem = source.image_id(i)
+            (images / f"{stem}.jpg").symlink_to((camvid / "train/images" / f"{stem}.jpg").resolve())
+            (labels / f"{stem}.png").symlink_to((camvid / "train/labels" / f"{stem}.png").resolve())
+    return folder
 
 
 def ensure_stores(n_images: int, visual: str = VISUAL, text: str = TEXT,

@@ -57,6 +57,12 @@ def open_npy(folder: str) -> dict[str, np.ndarray]:
     return {name: np.load(Path(folder) / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
 
 
+def open_zarr_arrays(path: str) -> dict[str, Any]:
+    """The store's arrays looked up once (the Dataset looks each one up again per item)."""
+    group = zarr.open_group(path, mode="r")
+    return {name: group[name] for name in ARRAYS}
+
+
 def open_hdf5(path: str) -> Mapping[str, Any]:
     return h5py.File(path, "r")
 
@@ -126,6 +132,8 @@ def build_variants(source: Path, work: Path, n_images: int) -> dict[str, tuple[P
         path = work / f"{codec.cname}-{codec.clevel}-{codec.shuffle}.zarr"
         rewrite_store(base, path, np.arange(n_images), codec)
         variants[f"zarr {label}, shard 32"] = (path, CachedFeatureDataset(path))
+    variants["zarr zstd-1 bitshuffle, shard 32, array handles cached"] = (
+        base, ArrayFeatures(functools.partial(open_zarr_arrays, str(base)), n_images))
     default = StoreCodec()
     for shard in SHARD_SIZES:
         if shard != 32:
@@ -140,18 +148,19 @@ def build_variants(source: Path, work: Path, n_images: int) -> dict[str, tuple[P
     return variants
 
 
-def chunk_table(base: Path, work: Path, repeats: int) -> Table:
-    """Patch tokens alone: images per chunk (inside 32-image shards) vs the memmap."""
+def granularity_table(base: Path, work: Path, repeats: int) -> Table:
+    """Patch tokens alone: one image per call (chunk = 1, 2, 4 images inside 32-image shards,
+    shuffled) vs one shard per call vs the whole array in one call; each against the memmap."""
     tokens = np.asarray(zarr.open_group(str(base), mode="r")["patch_tokens"][:])
     memmap = np.load(work / "npy" / "patch_tokens.npy", mmap_mode="r")
     order = np.random.default_rng(0).permutation(tokens.shape[0])
-    nbytes = tokens[0].nbytes * len(order)
+    nbytes = tokens.nbytes
     limit = median(timed(lambda: [np.asarray(memmap[i], np.float32) for i in order], repeats))
     codec = StoreCodec()
-    table = Table("Read path: images per chunk (patch_tokens only, shuffled, warm cache)",
-                  ["chunk", "MB/s", "vs memmap"],
-                  notes=[f"memmap: {nbytes / MB / limit:.0f} MB/s; zarr {codec.cname}-"
-                         f"{codec.clevel} {codec.shuffle}, shard 32 images"])
+    table = Table("Read path: access granularity (patch_tokens only, warm cache, to float32)",
+                  ["zarr access", "MB/s", "vs memmap per image"],
+                  notes=[f"memmap, one shuffled image per call: {nbytes / MB / limit:.0f} MB/s; "
+                         f"zarr {codec.cname}-{codec.clevel} {codec.shuffle}, shard 32 images"])
     for k in CHUNK_IMAGES:
         path = work / f"chunk{k}.zarr"
         shutil.rmtree(path, ignore_errors=True)
@@ -161,7 +170,15 @@ def chunk_table(base: Path, work: Path, repeats: int) -> Table:
         array[:] = tokens
         seconds = median(timed(lambda a=array: [np.asarray(a[i], np.float32) for i in order],
                                repeats))
-        table.add(f"{k} image(s)", nbytes / MB / seconds, limit / seconds)
+        table.add(f"1 shuffled image per call, chunk {k} image(s)", nbytes / MB / seconds,
+                  limit / seconds)
+    array = zarr.open_array(str(work / "chunk1.zarr"), mode="r")
+    shards = range(0, tokens.shape[0], 32)
+    seconds = median(timed(lambda: [np.asarray(array[s:s + 32], np.float32) for s in shards],
+                           repeats))
+    table.add("1 shard (32 images) per call, chunk 1", nbytes / MB / seconds, limit / seconds)
+    seconds = median(timed(lambda: np.asarray(array[:], np.float32), repeats))
+    table.add("whole array in one call, chunk 1", nbytes / MB / seconds, limit / seconds)
     return table
 
 
@@ -169,13 +186,16 @@ def loader_table(variants: dict[str, tuple[Path, Any]], keys: list[str], n_image
                  per_item: int, repeats: int, batch_size: int = 8) -> Table:
     """The same reads through a DataLoader (batch 8, shuffled), 0 vs 2 spawn workers."""
     table = Table(f"Read path through the DataLoader (batch {batch_size}, shuffled, warm cache)",
-                  ["container", "workers", "MB/s", "items/s"])
+                  ["container", "workers", "MB/s", "items/s", "vs memmap"])
     for workers in (0, 2):
-        for key in keys:
+        limit = 0.0
+        for key in keys:  # the memmap first
             loader = DataLoader(variants[key][1], batch_size=batch_size, shuffle=True,
                                 **loader_kwargs(workers))
             seconds = median(timed(lambda ld=loader: [None for _ in ld], repeats))
-            table.add(key, workers, n_images * per_item / MB / seconds, n_images / seconds)
+            limit = limit or seconds
+            table.add(key, workers, n_images * per_item / MB / seconds, n_images / seconds,
+                      limit / seconds)
             del loader
     return table
 
@@ -202,9 +222,10 @@ def run(quick: bool = False, work: Path = BENCH_CACHE / "read_path") -> list[Tab
         warm, cold = results[label, False], results[label, True]
         table.add(label, dir_bytes(path) / MB, raw_size / dir_bytes(path), raw_size / MB / warm,
                   limit[False] / warm, raw_size / MB / cold, limit[True] / cold)
-    tables = [table, chunk_table(work / "default.zarr", work, repeats)]
-    tables.append(loader_table(variants, ["npy memmap (limit)", "zarr zstd-1 bitshuffle, shard 32"],
-                               n_images, per_item, repeats))
+    tables = [table, granularity_table(work / "default.zarr", work, repeats)]
+    keys = ["npy memmap (limit)", "zarr zstd-1 bitshuffle, shard 32",
+            "zarr zstd-1 bitshuffle, shard 32, array handles cached"]
+    tables.append(loader_table(variants, keys, n_images, per_item, repeats))
     return tables
 
 

@@ -148,3 +148,9 @@ def test_missing_incomplete_or_foreign_store_is_one_line_error(make_stores, tmp_
     train.attrs["complete"] = False
     assert "incomplete" in _one_line_error(_args(stores, out))
     assert not (out / "checkpoint.pt").exists()
+
+
+def test_bad_options_are_one_line_errors(tiny_stores, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    assert "divisible" in _one_line_error(_args(tiny_stores, out, "--heads", "3"))
+    assert "no background" in _one_line_error(_args(tiny_stores, out, "--unseen-as", "background"))

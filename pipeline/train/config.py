@@ -6,6 +6,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.errors import FusionerError
 from pipeline.model.fusion import FusionConfig
 from pipeline.store.layout import DEFAULT_CACHE_DIR
 
@@ -53,10 +54,13 @@ class FitConfig:
 
     def model_config(self, visual_dim: int, text_dim: int) -> FusionConfig:
         """The ``FusionConfig`` this run trains, for features of these widths."""
-        return FusionConfig(visual_dim=visual_dim, text_dim=text_dim, dim=self.dim,
-                            layers=self.layers, heads=self.heads, mlp_ratio=self.mlp_ratio,
-                            drop_path=self.drop_path, decoder_channels=self.decoder_channels,
-                            embed_dim=self.embed_dim, temperature=self.temperature)
+        try:
+            return FusionConfig(visual_dim=visual_dim, text_dim=text_dim, dim=self.dim,
+                                layers=self.layers, heads=self.heads, mlp_ratio=self.mlp_ratio,
+                                drop_path=self.drop_path, decoder_channels=self.decoder_channels,
+                                embed_dim=self.embed_dim, temperature=self.temperature)
+        except ValueError as exc:
+            raise FusionerError(f"invalid model options: {exc}") from exc
 
     def record(self) -> dict[str, Any]:
         """Options that determine the result (plain values, for the checkpoint's ``train``)."""

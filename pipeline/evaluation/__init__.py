@@ -1,0 +1,37 @@
+"""``fusioner-evaluate``: zero-shot scores on unseen classes from the cache (no encoder built)."""
+
+from pipeline.evaluation.report import (
+    metrics_document,
+    overlay_dataset,
+    per_class_rows,
+    write_outputs,
+)
+from pipeline.evaluation.run import (
+    MODES,
+    FoldInputs,
+    FoldResult,
+    Method,
+    default_methods,
+    evaluate_fold,
+    open_fold,
+    open_folds,
+    random_text_table,
+    run_folds,
+)
+
+__all__ = [
+    "MODES",
+    "FoldInputs",
+    "FoldResult",
+    "Method",
+    "default_methods",
+    "evaluate_fold",
+    "metrics_document",
+    "open_fold",
+    "open_folds",
+    "overlay_dataset",
+    "per_class_rows",
+    "random_text_table",
+    "run_folds",
+    "write_outputs",
+]

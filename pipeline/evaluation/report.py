@@ -1,0 +1,235 @@
+"""What ``fusioner-evaluate`` writes: metrics.json, the per-class IoU table, qualitative overlays.
+
+- ``metrics.json`` (``dvc metrics show``): headline scores, mean over the folds given, of the
+  model and of the baselines side by side, then the same per fold. IoUs are FRACTIONS in [0, 1]
+  (not percent); a score with no defined value is ``null``.
+- ``per_class_iou.csv`` (``dvc plots show``, bar chart): one row per (fold, class, method) with
+  ``class``, ``method`` (``<method>_<mode>``), ``iou`` and ``entry`` = "class | method", a key
+  unique per bar.
+- ``overlays/<image_id>.png``: image | ground truth (unseen classes) | prediction per protocol,
+  with a legend; ``fold<k>_<image_id>.png`` when several folds are evaluated.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from pipeline.data import create_dataset
+from pipeline.data.base import IGNORE_INDEX, SegmentationDataset
+from pipeline.errors import BadInputError
+from pipeline.evaluation.run import (
+    ALL_FOREGROUND,
+    MODEL,
+    RANDOM_TEXT,
+    SEEN_REFERENCE,
+    FoldInputs,
+    FoldResult,
+    Mode,
+)
+from pipeline.metrics import NONE, IoUResult
+from pipeline.visualize import add_legend, colorize, palette, side_by_side
+
+UNITS = "fraction"  # every IoU in metrics.json and the CSV is in [0, 1]
+NONE_COLOUR, IGNORE_COLOUR = (0, 0, 0), (128, 128, 128)
+
+
+def protocol(mode: Mode, size: tuple[int, int], threshold: float) -> str:
+    """One line saying how ``mode`` was measured (the README has the long form)."""
+    where = (f"at the cached label resolution {size[0]}x{size[1]}, logits upsampled bilinearly "
+             "(paper: 224 sliding windows at the original resolution)")
+    if mode == "binary":
+        return ("paper/HSNet binary episodes: image + ONE unseen class name present in it per "
+                f"forward pass, foreground = sigmoid > {threshold}; per-class IoU accumulated "
+                f"over the split, mIoU over unseen classes, FB-IoU; {where}")
+    return ("multi-class: ALL unseen class names at once, pixel = argmax class if sigmoid >= "
+            f"{threshold} else none, seen/background pixels = none; per-class IoU accumulated "
+            f"over the split; {where}")
+
+
+def _number(value: float) -> float | None:
+    return None if value is None or math.isnan(value) else round(float(value), 6)
+
+
+def summary(score: IoUResult) -> dict[str, float | None]:
+    """The headline numbers of one accumulated result."""
+    return {"miou": _number(score.miou), "fb_iou": _number(score.fb_iou),
+            "fg_iou": _number(score.fg_iou), "bg_iou": _number(score.bg_iou)}
+
+
+def _scores_block(scores: Mapping[tuple[str, Mode], dict[str, Any]]) -> dict[str, Any]:
+    """{mode: model scores, "baselines": {method: {mode: scores}}, "seen_reference": {...}}."""
+    block: dict[str, Any] = {mode: s for (method, mode), s in scores.items() if method == MODEL}
+    baselines: dict[str, dict[str, Any]] = {}
+    for (method, mode), s in scores.items():
+        if method in (ALL_FOREGROUND, RANDOM_TEXT):
+            baselines.setdefault(method, {})[mode] = s
+    if baselines:
+        block["baselines"] = {m: baselines[m] for m in (ALL_FOREGROUND, RANDOM_TEXT)
+                              if m in baselines}
+    seen = {mode: s for (method, mode), s in scores.items() if method == SEEN_REFERENCE}
+    if seen:
+        block[SEEN_REFERENCE] = seen
+    return block
+
+
+def fold_record(result: FoldResult) -> dict[str, Any]:
+    """Per-fold metrics: what was evaluated and every (method, mode) summary."""
+    inputs = result.inputs
+    return {
+        "fold": inputs.split.fold,
+        "checkpoint": str(inputs.checkpoint),
+        "unseen_classes": [inputs.class_names[c] for c in inputs.split.unseen],
+        "images": result.images,
+        "episodes": dict(result.episodes),
+        **_scores_block({key: summary(s) for key, s in sorted(result.scores.items())}),
+    }
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+    defined = [v for v in values if v is not None]
+    return round(float(np.mean(defined)), 6) if defined else None
+
+
+def metrics_document(results: Sequence[FoldResult], split: str,
+                     threshold: float = 0.5) -> dict[str, Any]:
+    """metrics.json: the setting, mean-over-folds headline (miou, fb_iou), and each fold."""
+    first = results[0].inputs
+    folds = {f"fold{r.inputs.split.fold}": fold_record(r) for r in results}
+    mean = {key: {"miou": _mean([summary(r.scores[key]).get("miou") for r in results]),
+                  "fb_iou": _mean([summary(r.scores[key]).get("fb_iou") for r in results])}
+            for key in sorted(results[0].scores)}
+    modes = list(results[0].episodes)
+    return {
+        "units": UNITS,
+        "protocol": {mode: protocol(mode, first.label_size, threshold) for mode in modes},
+        "dataset": first.meta["dataset"],
+        "split": split,
+        "visual": first.meta["visual"]["encoder"],
+        "text": first.meta["text"]["encoder"],
+        "random_init": {side: bool(first.meta[side].get("random_init", False))
+                        for side in ("visual", "text")},  # True: test weights, not a result
+        "resolution": list(first.label_size),
+        "folds": [r.inputs.split.fold for r in results],
+        "unseen_classes": [name for r in results for name in fold_record(r)["unseen_classes"]],
+        **_scores_block(mean),
+        "per_fold": folds,
+    }
+
+
+def per_class_rows(results: Sequence[FoldResult]) -> list[dict[str, Any]]:
+    """Rows (fold, class, method, iou, entry) for the per-class bar chart."""
+    rows = []
+    for result in results:
+        names = result.inputs.class_names
+        for (method, mode), score in sorted(result.scores.items()):
+            label = f"{method}_{mode}"
+            for class_id, iou in score.per_class.items():
+                rows.append({"fold": result.inputs.split.fold, "class": names[class_id],
+                             "method": label, "iou": _number(iou),
+                             "entry": f"{names[class_id]} | {label}"})
+    return rows
+
+
+def write_json(path: Path, value: Any) -> None:
+    """Whole-file rewrite through a temporary name."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(value, indent=2) + "\n", encoding="utf-8")
+    tmp.replace(path)
+
+
+def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+    """Whole-file rewrite through a temporary name (``None`` -> empty cell)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    with tmp.open("w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=["fold", "class", "method", "iou", "entry"])
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def _panel(ids: np.ndarray, num_classes: int, ignore: np.ndarray | None = None) -> Image.Image:
+    rgb = np.asarray(colorize(ids, num_classes)).copy()
+    if ignore is not None:
+        rgb[ignore] = IGNORE_COLOUR
+    return Image.fromarray(rgb)
+
+
+def render_overlay(image: Image.Image, label: np.ndarray, predictions: Mapping[str, np.ndarray],
+                   unseen: Sequence[int], class_names: Sequence[str]) -> Image.Image:
+    """image | ground truth restricted to ``unseen`` | one panel per prediction, with a legend."""
+    height, width = label.shape
+    truth = np.where(np.isin(label, list(unseen)), label, NONE)
+    n = len(class_names)
+    panels = [image.convert("RGB").resize((width, height)),
+              _panel(truth, n, label == IGNORE_INDEX)]
+    panels += [_panel(pred, n) for pred in predictions.values()]
+    titles = ["image", "ground truth (unseen)", *predictions]
+    colours = [tuple(int(v) for v in palette(n)[c]) for c in unseen]
+    return add_legend(side_by_side(panels, titles),
+                      [*(class_names[c] for c in unseen), "none", "ignore"],
+                      [*colours, NONE_COLOUR, IGNORE_COLOUR])
+
+
+PANEL_TITLES = {"binary": "binary (each class alone)", "multiclass": "multi-class (all unseen)"}
+
+
+def overlay_dataset(folds: Sequence[FoldInputs], split: str,
+                    data_root: Path | str | None = None) -> SegmentationDataset:
+    """The original images of the folds' store, checked to hold every stored image id."""
+    dataset = create_dataset(folds[0].meta["dataset"], split, data_root)
+    known = {dataset.image_id(i) for i in range(len(dataset))}
+    for fold in folds:
+        missing = [i for i in fold.features.image_ids() if i not in known]
+        if missing:
+            raise BadInputError(f"image '{missing[0]}' of {fold.features.path} is not in "
+                                f"{dataset.name}/{split} (wrong --data-root?)")
+    return dataset
+
+
+def write_overlays(folder: Path, results: Sequence[FoldResult],
+                   dataset: SegmentationDataset | None) -> list[Path]:
+    """Overlay PNGs of the images each fold kept; stale PNGs in ``folder`` are removed first."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob("*.png"):
+        stale.unlink()
+    kept = [r for r in results if r.overlays]
+    if not kept or dataset is None:
+        return []
+    index = {dataset.image_id(i): i for i in range(len(dataset))}
+    written: list[Path] = []
+    for result in kept:
+        features, fold = result.inputs.features, result.inputs.split
+        ids = features.image_ids()  # store rows == dataset items (no subset is opened)
+        prefix = f"fold{fold.fold}_" if len(results) > 1 else ""
+        for row, predictions in sorted(result.overlays.items()):
+            picture = render_overlay(dataset[index[ids[row]]].image,
+                                     features[row]["label"].numpy(),
+                                     {title: predictions[m] for m, title in PANEL_TITLES.items()
+                                      if m in predictions},
+                                     fold.unseen, result.inputs.class_names)
+            path = folder / f"{prefix}{ids[row].replace(os.sep, '_')}.png"
+            picture.save(path)
+            written.append(path)
+    return written
+
+
+def write_outputs(results: Sequence[FoldResult], split: str, out_metrics: Path, out_plots: Path,
+                  dataset: SegmentationDataset | None = None,
+                  threshold: float = 0.5) -> dict[str, Any]:
+    """metrics.json, per_class_iou.csv and overlays/ (from ``dataset``'s images, if given)."""
+    overlays = write_overlays(out_plots / "overlays", results, dataset)
+    document = metrics_document(results, split, threshold)
+    write_csv(out_plots / "per_class_iou.csv", per_class_rows(results))
+    write_json(out_metrics, document)
+    return {"metrics": document, "overlays": overlays}

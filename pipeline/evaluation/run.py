@@ -1,0 +1,294 @@
+"""Zero-shot evaluation of a fusion checkpoint on its fold's UNSEEN classes, from the cache alone.
+
+No encoder is built: the checkpoint's ``meta`` names the dataset, fold and encoder pair, and the
+visual/text stores of that pair are read (refused unless their provenance matches).
+
+Protocols (both accumulate HSNet-style: per-class IoU over the whole split, then averaged):
+- ``binary`` (the paper's, as in the official code): one image + ONE unseen class name present
+  in it per forward pass (``evaluation_episodes``), foreground = sigmoid > threshold.
+- ``multiclass`` (harder): every unseen class name at once per image; a pixel takes the most
+  probable class if it reaches the threshold, else none; seen/background pixels are "none".
+
+Baselines run through the same code and accumulators: ``all_foreground`` (every pixel foreground
+in each binary episode; binary only) and ``random_text`` (the same model with each unseen class
+embedding replaced by a seeded random unit vector). ``pipeline.evaluation.report`` writes the
+outputs (metrics.json, per-class CSV, overlays).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.utils.data import DataLoader
+from tqdm import tqdm
+
+from pipeline.data.splits import ZeroShotSplit, evaluation_episodes
+from pipeline.errors import FusionerError, StoreError
+from pipeline.metrics import IoUAccumulator, IoUResult, prediction_map
+from pipeline.model.checkpoint import load_fusion_checkpoint, text_expect, visual_expect
+from pipeline.model.fusion import FusionModel
+from pipeline.store import (
+    CachedFeatureDataset,
+    loader_kwargs,
+    open_visual_store,
+    read_text_store,
+    text_store_path,
+    visual_store_path,
+)
+
+log = logging.getLogger("fusioner.evaluate")
+
+Mode = Literal["binary", "multiclass"]
+MODES: tuple[Mode, ...] = ("binary", "multiclass")
+MODEL = "fusioner"
+ALL_FOREGROUND = "all_foreground"
+RANDOM_TEXT = "random_text"
+SEEN_REFERENCE = "seen_reference"  # the model on the fold's SEEN classes: a sanity reference
+
+
+@dataclass(frozen=True)
+class Method:
+    """A way to score episodes: the model with a text table, or (``text`` None) all foreground."""
+
+    name: str
+    text: Tensor | None  # (num_classes, D) embeddings by dataset class id
+    modes: tuple[Mode, ...] = MODES
+
+
+@dataclass
+class FoldInputs:
+    """A checkpoint with the stores it is evaluated on."""
+
+    checkpoint: Path
+    model: FusionModel
+    meta: dict[str, Any]
+    split: ZeroShotSplit
+    features: CachedFeatureDataset
+    text_table: Tensor
+    class_names: list[str]
+    label_size: tuple[int, int]  # (H, W) of the store's labels: the evaluation resolution
+
+
+@dataclass
+class FoldResult:
+    """Accumulated scores of every (method, mode) of one fold, and the overlay predictions."""
+
+    inputs: FoldInputs
+    scores: dict[tuple[str, Mode], IoUResult]
+    episodes: dict[Mode, int]
+    images: int
+    overlays: dict[int, dict[Mode, np.ndarray]] = field(default_factory=dict)  # position ->
+
+
+def open_fold(checkpoint: Path | str, cache_dir: Path | str, split: str,
+              device: str | torch.device = "cpu") -> FoldInputs:
+    """Load ``checkpoint`` and open its pair's stores for ``split``; ``StoreError`` on mismatch."""
+    model, meta = load_fusion_checkpoint(checkpoint, device)
+    dataset = meta["dataset"]
+    visual_path = visual_store_path(cache_dir, meta["visual"]["encoder"], dataset, split)
+    features = CachedFeatureDataset(visual_path, expect={**visual_expect(meta),
+                                                         "dataset": dataset, "split": split})
+    text = read_text_store(text_store_path(cache_dir, meta["text"]["encoder"], dataset),
+                           expect={**text_expect(meta), "dataset": dataset})
+    names = [str(n) for n in meta["class_names"]]
+    for where, found in ((visual_path, features.attrs.get("class_names", names)),
+                         (text.attrs.get("encoder"), text.class_names)):
+        if [str(n) for n in found] != names:
+            raise StoreError(f"{where}: class names {list(found)} differ from the checkpoint's "
+                             f"{names}")
+    labels = open_visual_store(visual_path)["labels"]
+    if labels.shape[0] == 0:
+        raise StoreError(f"{visual_path}: the store holds no image")
+    fold = ZeroShotSplit(dataset, int(meta["fold"]), tuple(meta["seen"]), tuple(meta["unseen"]),
+                         meta.get("background"))
+    if not fold.unseen:
+        raise FusionerError(f"{checkpoint}: fold {fold.fold} of {dataset} has no unseen class")
+    return FoldInputs(Path(checkpoint), model, meta, fold, features, text.embeddings.to(device),
+                      names, (int(labels.shape[1]), int(labels.shape[2])))
+
+
+def random_text_table(table: Tensor, class_ids: Sequence[int], seed: int) -> Tensor:
+    """``table`` with the rows of ``class_ids`` replaced by seeded random unit vectors."""
+    generator = torch.Generator().manual_seed(seed)
+    noise = torch.randn(len(class_ids), table.shape[1], generator=generator)
+    out = table.clone()
+    out[list(class_ids)] = F.normalize(noise, dim=1).to(table)
+    return out
+
+
+def default_methods(inputs: FoldInputs, baselines: bool = True, seed: int = 0) -> list[Method]:
+    """The model, then (``baselines``) all-foreground and random-text-embedding."""
+    methods = [Method(MODEL, inputs.text_table)]
+    if baselines:
+        methods += [Method(ALL_FOREGROUND, None, ("binary",)),
+                    Method(RANDOM_TEXT, random_text_table(inputs.text_table,
+                                                          inputs.split.unseen, seed))]
+    return methods
+
+
+def _probabilities(model: FusionModel, method: Method, tokens: Tensor, class_ids: Tensor,
+                   size: tuple[int, int]) -> Tensor:
+    """(B, K, H, W) probabilities of ``class_ids`` (B, K) at ``size``; all ones = foreground."""
+    if method.text is None:
+        return torch.ones(*class_ids.shape, *size, device=tokens.device)
+    return model.predict(tokens, method.text[class_ids], size=size)
+
+
+def overlay_positions(features: CachedFeatureDataset, split: ZeroShotSplit, count: int,
+                      block: int = 256) -> list[int]:
+    """``count`` images showing unseen classes, evenly spread over the split (store order)."""
+    if count <= 0:
+        return []
+    labels = open_visual_store(features.path)["labels"]  # read in blocks, never all at once
+    wanted, showing = set(features.indices), []
+    for start in range(0, labels.shape[0], block):
+        for row, label in enumerate(np.asarray(labels[start:start + block]), start=start):
+            if row in wanted and evaluation_episodes(label, split):
+                showing.append(row)
+    if len(showing) <= count:
+        return showing
+    picks = np.linspace(0, len(showing) - 1, count).round().astype(int)
+    return [showing[i] for i in picks]
+
+
+class _FoldPass:
+    """Accumulators of every (method, mode) over one pass, and the overlay predictions."""
+
+    def __init__(self, inputs: FoldInputs, methods: Sequence[Method], modes: Sequence[Mode],
+                 batch_size: int, threshold: float, overlays: Sequence[int]) -> None:
+        self.model, self.split, self.methods = inputs.model.eval(), inputs.split, methods
+        self.device = next(self.model.parameters()).device
+        self.unseen, self.size = list(inputs.split.unseen), inputs.label_size
+        self.batch_size, self.threshold = batch_size, threshold
+        self.acc = {(m.name, mode): IoUAccumulator(self.unseen) for m in methods
+                    for mode in modes if mode in m.modes}
+        self.episodes: dict[Mode, int] = {mode: 0 for mode in modes}
+        self.kept: dict[int, dict[Mode, np.ndarray]] = {p: {} for p in overlays}
+        self.binary_probs: dict[int, dict[int, np.ndarray]] = {p: {} for p in overlays}
+
+    def _methods(self, mode: Mode) -> list[Method]:
+        return [m for m in self.methods if mode in m.modes]
+
+    def binary(self, tokens: Tensor, labels: np.ndarray, positions: list[int]) -> None:
+        """Every (image, unseen class present) episode, ``batch_size`` per forward pass."""
+        rows = [(row, c) for row, label in enumerate(labels)
+                for c in evaluation_episodes(label, self.split)]
+        self.episodes["binary"] += len(rows)
+        for start in range(0, len(rows), self.batch_size):
+            chunk = rows[start:start + self.batch_size]
+            which = torch.tensor([r for r, _ in chunk], device=self.device)
+            ids = torch.tensor([[c] for _, c in chunk], device=self.device)
+            for method in self._methods("binary"):
+                probs = _probabilities(self.model, method, tokens[which], ids, self.size)
+                for (row, c), prob in zip(chunk, probs[:, 0].cpu().numpy(), strict=True):
+                    self.acc[method.name, "binary"].update_binary(c, prob > self.threshold,
+                                                                  labels[row])
+                    if method.name == MODEL and positions[row] in self.binary_probs:
+                        self.binary_probs[positions[row]][c] = prob
+
+    def multiclass(self, tokens: Tensor, labels: np.ndarray, positions: list[int]) -> None:
+        """Each image against all unseen class names at once."""
+        self.episodes["multiclass"] += len(positions)
+        ids = torch.tensor(self.unseen, device=self.device).expand(len(positions), -1)
+        for method in self._methods("multiclass"):
+            probs = _probabilities(self.model, method, tokens, ids, self.size).cpu().numpy()
+            for row, prob in enumerate(probs):
+                pred = prediction_map(prob, self.unseen, self.threshold)
+                self.acc[method.name, "multiclass"].update(pred, labels[row])
+                if method.name == MODEL and positions[row] in self.kept:
+                    self.kept[positions[row]]["multiclass"] = pred
+
+    def overlays(self) -> dict[int, dict[Mode, np.ndarray]]:
+        """Kept predictions; binary = the present classes, each queried alone, merged by argmax
+        among those above the threshold (what the binary protocol saw)."""
+        for position, per_class in self.binary_probs.items():
+            if per_class:
+                classes = sorted(per_class)
+                scores = np.stack([per_class[c] for c in classes])
+                self.kept[position]["binary"] = prediction_map(
+                    scores, classes, float(np.nextafter(self.threshold, 1)))  # "> threshold"
+        return self.kept
+
+
+@torch.no_grad()
+def evaluate_fold(inputs: FoldInputs, methods: Sequence[Method], modes: Sequence[Mode] = MODES,
+                  batch_size: int = 16, threshold: float = 0.5, num_workers: int = 0,
+                  overlays: Sequence[int] = (), progress: bool = True) -> FoldResult:
+    """One pass over the split scoring every (method, mode); ``batch_size`` images per step and
+    at most ``batch_size`` binary episodes per forward pass."""
+    state = _FoldPass(inputs, methods, modes, batch_size, threshold, overlays)
+    loader = DataLoader(inputs.features, batch_size=batch_size, shuffle=False,
+                        **loader_kwargs(num_workers))
+    images = 0
+    for batch in tqdm(loader, desc=f"evaluate fold {inputs.split.fold}", unit="step",
+                      leave=False, disable=not progress):
+        tokens = batch["patch_tokens"].to(state.device)
+        labels, positions = batch["label"].numpy(), batch["index"].tolist()
+        images += len(positions)
+        if "binary" in modes:
+            state.binary(tokens, labels, positions)
+        if "multiclass" in modes:
+            state.multiclass(tokens, labels, positions)
+    scores = {key: acc.result() for key, acc in state.acc.items()}
+    return FoldResult(inputs, scores, state.episodes, images, state.overlays())
+
+
+def open_folds(checkpoints: Sequence[Path | str], cache_dir: Path | str, split: str,
+               device: str | torch.device = "cpu") -> list[FoldInputs]:
+    """One checkpoint per fold, all opened (and cross-checked) before anything is evaluated."""
+    folds: list[FoldInputs] = []
+    for checkpoint in checkpoints:
+        folds.append(open_fold(checkpoint, cache_dir, split, device))
+        _check_same_setting(folds[0], folds[-1], folds[:-1])
+    return folds
+
+
+def seen_view(inputs: FoldInputs) -> FoldInputs:
+    """The same inputs with the fold's SEEN classes in the place of the unseen ones."""
+    return replace(inputs, split=replace(inputs.split, unseen=inputs.split.seen))
+
+
+def run_folds(folds: Sequence[FoldInputs], *, modes: Sequence[Mode] = MODES,
+              baselines: bool = True, seen_reference: bool = True, seed: int = 0,
+              batch_size: int = 16, threshold: float = 0.5, num_workers: int = 0,
+              num_overlays: int = 0, progress: bool = True) -> list[FoldResult]:
+    """Evaluate every fold with the model, (``baselines``) the baselines and (``seen_reference``)
+    the model on the seen classes under the same protocol (scores keyed ``seen_reference``)."""
+    results: list[FoldResult] = []
+    for inputs in folds:
+        log.info("fold %d of %s: unseen %s", inputs.split.fold, inputs.split.dataset,
+                 [inputs.class_names[c] for c in inputs.split.unseen])
+        result = evaluate_fold(
+            inputs, default_methods(inputs, baselines, seed), modes, batch_size, threshold,
+            num_workers, overlay_positions(inputs.features, inputs.split, num_overlays), progress)
+        if seen_reference and inputs.split.seen:
+            seen = evaluate_fold(seen_view(inputs), [Method(MODEL, inputs.text_table)], modes,
+                                 batch_size, threshold, num_workers, (), progress)
+            result.scores.update({(SEEN_REFERENCE, mode): score
+                                  for (_, mode), score in seen.scores.items()})
+        for (method, mode), score in sorted(result.scores.items()):
+            log.info("fold %d %s %s: mIoU %.4f FB-IoU %.4f", inputs.split.fold, mode, method,
+                     score.miou, score.fb_iou)
+        results.append(result)
+    return results
+
+
+def _check_same_setting(first: FoldInputs, new: FoldInputs, earlier: list[FoldInputs]) -> None:
+    """Folds averaged together must share the dataset, split and encoder pair, not the fold."""
+    same = [("dataset", first.meta["dataset"], new.meta["dataset"])]
+    same += [(f"{side} encoder", first.meta[side]["encoder"], new.meta[side]["encoder"])
+             for side in ("visual", "text")]
+    for what, expected, found in same:
+        if expected != found:
+            raise FusionerError(f"{new.checkpoint}: {what} {found!r} differs from "
+                                f"{first.checkpoint}'s {expected!r} (folds must share them)")
+    if new.split.fold in {e.split.fold for e in earlier}:
+        raise FusionerError(f"{new.checkpoint}: fold {new.split.fold} is given twice")

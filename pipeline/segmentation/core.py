@@ -1,0 +1,189 @@
+"""What every segmenter shares: class-name checks, dense inference at the image's own size, and
+turning per-class probabilities into a label map.
+
+Resolution (``mode``):
+- ``resize`` (default): the whole image is resized to the encoder's input size (the size the
+  fusion module was trained at), run once, and the class scores are upsampled bilinearly to the
+  image's own size.
+- ``slide``: windows of the encoder's input size are cut from the image at its own resolution
+  (stride 2/3 of the window, last window flush with the border; an image smaller than a window
+  is first upscaled to cover it); overlapping scores are averaged, then resized to the image.
+
+Labels: each pixel takes its most probable class if that probability reaches ``threshold``,
+else it is "no class" (``NO_CLASS`` = 255). With ``background="prompt"`` a class named
+``background`` is queried as well and the pixels it wins are "no class" too.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import torch
+from PIL import Image
+
+from pipeline.data.base import IGNORE_INDEX
+from pipeline.encoders.visual import VisualEncoder
+from pipeline.errors import BadInputError
+from pipeline.model.fusion import upsample_logits
+from pipeline.visualize import label_png, overlay
+
+NO_CLASS = IGNORE_INDEX  # label value of pixels that match no class
+BACKGROUND_PROMPT = "background"
+TEXT_CACHE_SIZE = 64  # class lists whose embeddings a segmenter keeps
+MAX_CLASSES = 254  # ids 0..253 (+ a background prompt) stay below NO_CLASS
+
+Background = Literal["threshold", "prompt"]
+Mode = Literal["resize", "slide"]
+
+
+@dataclass
+class SegmentationResult:
+    """One segmented image: ``label`` (H, W) uint8 ids into ``class_names`` (255 = no class),
+    ``probs`` (K, H, W) float32 per-class probabilities at the image's own size."""
+
+    image: Image.Image
+    label: np.ndarray
+    probs: np.ndarray
+    class_names: list[str]
+    method: str
+
+    def label_image(self) -> Image.Image:
+        """Palette PNG of the label map (index 255 = no class)."""
+        return label_png(self.label, self.class_names)
+
+    def overlay_image(self, alpha: float = 0.5) -> Image.Image:
+        """The image with the classes blended in colour and a legend of the classes present."""
+        return overlay(self.image, self.label, self.class_names, alpha=alpha)
+
+    def fractions(self) -> dict[str, float]:
+        """Share of the image's pixels given to each class (and to ``None``: no class)."""
+        counts = np.bincount(self.label.ravel(), minlength=256)
+        shares = {name: counts[i] / self.label.size for i, name in enumerate(self.class_names)}
+        return {**shares, "(none)": counts[NO_CLASS] / self.label.size}
+
+
+def check_class_names(classes: str | Sequence[str], background: Background = "threshold",
+                      ) -> list[str]:
+    """Class names from a list or a comma-separated string; refuse none, duplicates, too many.
+
+    Blank entries (``"cat,,dog,"``) are dropped; duplicates are compared case-insensitively.
+    """
+    if background not in ("threshold", "prompt"):
+        raise BadInputError(f"background must be 'threshold' or 'prompt', not {background!r}")
+    items = classes.split(",") if isinstance(classes, str) else list(classes)
+    names = [str(name).strip() for name in items if str(name).strip()]
+    if not names:
+        raise BadInputError("no class names given (e.g. --classes \"cat,sofa,window\")")
+    lowered = [name.lower() for name in names]
+    duplicates = sorted({name for name in lowered if lowered.count(name) > 1})
+    if duplicates:
+        raise BadInputError(f"duplicate class names: {', '.join(duplicates)}")
+    if background == "prompt" and BACKGROUND_PROMPT in lowered:
+        raise BadInputError(f"'{BACKGROUND_PROMPT}' is added by the background prompt itself: "
+                            "remove it from the classes or use background 'threshold'")
+    if len(names) > MAX_CLASSES:
+        raise BadInputError(f"{len(names)} class names; at most {MAX_CLASSES} fit a label PNG")
+    return names
+
+
+def assign_labels(probs: torch.Tensor, threshold: float,
+                  background_slot: int | None = None) -> np.ndarray:
+    """(K, H, W) probabilities -> (H, W) uint8: most probable class, ``NO_CLASS`` where its
+    probability is below ``threshold`` or where the background slot wins."""
+    best, index = probs.max(dim=0)
+    none = best < threshold
+    if background_slot is not None:
+        none |= index == background_slot
+    return torch.where(none, torch.full_like(index, NO_CLASS), index).to(torch.uint8).numpy()
+
+
+def window_origins(length: int, window: int, stride: int) -> list[int]:
+    """Start offsets covering ``length`` with ``window``-long windows; the last one ends flush."""
+    if length <= window:
+        return [0]
+    starts = list(range(0, length - window, stride))
+    return [*starts, length - window]
+
+
+class DenseSegmenter(ABC):
+    """A frozen visual encoder + a way to score classes per pixel; see the module docstring.
+
+    Subclasses set ``encoder`` (a ``VisualEncoder``) and ``device``, and implement
+    ``encode_text`` (class names -> embeddings), ``scores`` (pixels -> per-class scores at some
+    resolution) and ``probabilities`` (scores -> probabilities along dim 0/1).
+    """
+
+    method = "dense"
+    encoder: VisualEncoder
+    device: torch.device
+
+    def __init__(self) -> None:
+        self._text_cache: dict[tuple[str, ...], torch.Tensor] = {}
+
+    @abstractmethod
+    def _encode_text(self, names: list[str]) -> torch.Tensor: ...
+
+    @abstractmethod
+    def scores(self, pixels: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """(B, 3, H, W) pixels in [0, 1] at the encoder size -> (B, K, h, w) class scores."""
+
+    @abstractmethod
+    def probabilities(self, scores: torch.Tensor) -> torch.Tensor:
+        """(B, K, H, W) scores -> probabilities (sigmoid or softmax over classes)."""
+
+    def encode_text(self, names: list[str]) -> torch.Tensor:
+        """Class embeddings, cached per tuple of names (a notebook loop re-uses them)."""
+        key = tuple(names)
+        if key not in self._text_cache:
+            if len(self._text_cache) >= TEXT_CACHE_SIZE:
+                self._text_cache.pop(next(iter(self._text_cache)))
+            self._text_cache[key] = self._encode_text(names).to(self.device)
+        return self._text_cache[key]
+
+    @torch.inference_mode()
+    def image_scores(self, image: Image.Image, text: torch.Tensor,
+                     mode: Mode = "resize") -> torch.Tensor:
+        """(1, K, H, W) class scores at the image's own size (``resize`` or ``slide``)."""
+        size = (image.height, image.width)
+        if mode == "resize":
+            pixels = self.encoder.preprocess(image)[None].to(self.device)
+            return _resize(self.scores(pixels, text), size)
+        if mode != "slide":
+            raise BadInputError(f"mode must be 'resize' or 'slide', not {mode!r}")
+        win_h, win_w = self.encoder.image_size
+        scale = max(1.0, win_h / image.height, win_w / image.width)
+        work = image
+        if scale > 1.0:
+            work = image.resize((math.ceil(image.width * scale), math.ceil(image.height * scale)),
+                                Image.Resampling.BICUBIC)
+        total = torch.zeros(1, len(text), work.height, work.width, device=self.device)
+        count = torch.zeros(1, 1, work.height, work.width, device=self.device)
+        for top in window_origins(work.height, win_h, max(1, win_h * 2 // 3)):
+            for left in window_origins(work.width, win_w, max(1, win_w * 2 // 3)):
+                crop = work.crop((left, top, left + win_w, top + win_h))
+                pixels = self.encoder.preprocess(crop)[None].to(self.device)
+                total[..., top:top + win_h, left:left + win_w] += _resize(
+                    self.scores(pixels, text), (win_h, win_w))
+                count[..., top:top + win_h, left:left + win_w] += 1
+        return _resize(total / count, size)
+
+    def segment(self, image: Image.Image, classes: str | Sequence[str], threshold: float = 0.5,
+                background: Background = "threshold", mode: Mode = "resize",
+                ) -> SegmentationResult:
+        """Segment one RGB image into ``classes`` (see the module docstring for the rules)."""
+        names = check_class_names(classes, background)
+        queried = [*names, BACKGROUND_PROMPT] if background == "prompt" else names
+        scores = self.image_scores(image.convert("RGB"), self.encode_text(queried), mode)
+        probs = self.probabilities(scores)[0].float().cpu()
+        label = assign_labels(probs, threshold, len(names) if background == "prompt" else None)
+        return SegmentationResult(image, label, probs[: len(names)].numpy(), names, self.method)
+
+
+def _resize(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear resize of (B, K, h, w) scores (logits, before any sigmoid/softmax) to ``size``."""
+    return upsample_logits(scores.float(), size)

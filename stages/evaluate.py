@@ -1,0 +1,82 @@
+"""``fusioner-evaluate``: zero-shot mIoU / FB-IoU on a fold's unseen classes, from the cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from pipeline.evaluation import MODES, open_folds, overlay_dataset, run_folds, write_outputs
+from pipeline.store import DEFAULT_CACHE_DIR
+from stages._cli import one_line_errors, resolve_device, setup_logging
+
+
+def _line(name: str, scores: dict) -> str:
+    return " ".join(f"{mode} mIoU {s['miou']} FB-IoU {s['fb_iou']}"
+                    for mode, s in scores.items() if mode in MODES) + f"  [{name}]"
+
+
+@click.command(context_settings={"show_default": True})
+@click.option("--checkpoint", "checkpoints", type=click.Path(path_type=Path), multiple=True,
+              default=[Path("models/fusion/checkpoint.pt")],
+              help="Fusion checkpoint; repeat it (one per fold) to report each fold and the mean.")
+@click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE_DIR,
+              help="Root of the embedding store.")
+@click.option("--split", default="val", help="Store split to evaluate.")
+@click.option("--data-root", type=click.Path(path_type=Path), default=None,
+              help="Dataset folder, for the overlay images [default: $FUSIONER_DATA/<dataset>].")
+@click.option("--mode", type=click.Choice(["binary", "multiclass", "both"]), default="both",
+              help="binary: the paper's one class name per pass; multiclass: all unseen at once.")
+@click.option("--baselines/--no-baselines", default=True,
+              help="Also score all-foreground and random-text-embedding baselines.")
+@click.option("--seen-reference/--no-seen-reference", default=True,
+              help="Also score the model on the fold's SEEN classes (same protocol), for scale.")
+@click.option("--threshold", type=float, default=0.5, help="Foreground probability threshold.")
+@click.option("--out-metrics", type=click.Path(path_type=Path),
+              default=Path("metrics/metrics.json"), help="Metrics file (dvc metrics).")
+@click.option("--out-plots", type=click.Path(path_type=Path), default=Path("plots"),
+              help="Folder for per_class_iou.csv (dvc plots) and overlays/.")
+@click.option("--num-overlays", type=int, default=6,
+              help="Images (showing unseen classes) drawn as image | truth | prediction.")
+@click.option("--batch-size", type=int, default=16,
+              help="Images per step, and binary episodes per forward pass.")
+@click.option("--num-workers", type=int, default=0, help="DataLoader worker processes (spawn).")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("--seed", type=int, default=0, help="Seed of the random-text baseline.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@one_line_errors
+def main(checkpoints: tuple[Path, ...], cache_dir: Path, split: str, data_root: Path | None,
+         mode: str, baselines: bool, seen_reference: bool, threshold: float, out_metrics: Path,
+         out_plots: Path, num_overlays: int, batch_size: int, num_workers: int, device: str,
+         seed: int, no_progress: bool, verbose: bool) -> None:
+    """Score fusion checkpoints on their folds' unseen classes, with baselines, from the cache.
+
+    Example: fusioner-evaluate --checkpoint models/fusion/checkpoint.pt --split val --mode both
+    """
+    setup_logging(verbose)
+    if batch_size < 1 or num_overlays < 0 or not 0 < threshold < 1:
+        raise click.BadParameter("need --batch-size >= 1, --num-overlays >= 0, 0 < threshold < 1")
+    modes = MODES if mode == "both" else (mode,)
+    folds = open_folds(checkpoints, cache_dir, split, resolve_device(device))
+    dataset = overlay_dataset(folds, split, data_root) if num_overlays else None
+    results = run_folds(folds, modes=modes, baselines=baselines,  # type: ignore[arg-type]
+                        seen_reference=seen_reference, seed=seed,
+                        batch_size=batch_size, threshold=threshold, num_workers=num_workers,
+                        num_overlays=num_overlays, progress=not no_progress)
+    written = write_outputs(results, split, out_metrics, out_plots, dataset, threshold)
+    document = written["metrics"]
+    click.echo(f"{document['dataset']}/{split} folds {document['folds']} unseen "
+               f"{document['unseen_classes']} ({document['units']}):")
+    click.echo("  " + _line("fusioner", document))
+    for name, scores in document.get("baselines", {}).items():
+        click.echo("  " + _line(name, scores))
+    if "seen_reference" in document:
+        click.echo("  " + _line("fusioner on SEEN classes, for reference",
+                                document["seen_reference"]))
+    click.echo(f"wrote {out_metrics}, {out_plots / 'per_class_iou.csv'}, "
+               f"{len(written['overlays'])} overlays in {out_plots / 'overlays'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,92 @@
+"""``fusioner-segment``: segment your own images with your own class names.
+
+Everything is checked before the first file is written (classes, every image, the checkpoint and
+its encoder pair); each image's files then appear together (temporary names, renamed).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import click
+
+from pipeline.data.base import load_rgb_image
+from pipeline.errors import FusionerError
+from pipeline.segmentation import check_class_names, check_unique_stems, load_segmenter
+from pipeline.segmentation.outputs import write_outputs
+from stages._cli import one_line_errors, parse_size, resolve_device, setup_logging
+
+log = logging.getLogger("fusioner.segment")
+
+
+@click.command(context_settings={"show_default": True})
+@click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--classes", required=True,
+              help='Comma-separated class names, e.g. "car,road,pole" (unique, any words).')
+@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+              help="Fusion checkpoint (fusioner-fit's checkpoint.pt); needed by --method fusion.")
+@click.option("--method", type=click.Choice(["fusion", "maskclip"]), default="fusion",
+              help="fusion: the trained fusion module; maskclip: training-free CLIP baseline "
+                   "(needs CLIP ViT-B/16 weights).")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("segments"),
+              help="Output folder: <stem>_label.png, <stem>_overlay.png "
+                   "(and <stem>_prob_<class>.png).")
+@click.option("--background", type=click.Choice(["threshold", "prompt"]), default="threshold",
+              help="Pixels of no class: those whose best probability is below --threshold; "
+                   "'prompt' also queries a 'background' class and pixels it wins get no class.")
+@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=0.5,
+              help="Least probability for a pixel to take a class (fusion: sigmoid per class; "
+                   "maskclip: softmax share among the classes).")
+@click.option("--mode", type=click.Choice(["resize", "slide"]), default="resize",
+              help="resize: whole image at the encoder's input size, scores upsampled to the "
+                   "image size; slide: encoder-sized windows at the image's own resolution.")
+@click.option("--save-probs", is_flag=True, help="Also write per-class probability maps.")
+@click.option("--weights", type=click.Path(path_type=Path), default=None,
+              help="Visual encoder weights [default: $FUSIONER_WEIGHTS/<slug>.* or a package].")
+@click.option("--text-weights", type=click.Path(path_type=Path), default=None,
+              help="Text encoder weights [default: packaged, $FUSIONER_WEIGHTS, or --weights "
+                   "for maskclip's CLIP text tower].")
+@click.option("--random-init", is_flag=True,
+              help="Random encoder weights (tests only; a fusion checkpoint must have been "
+                   "trained on random-init features).")
+@click.option("--image-size", default=None,
+              help="maskclip only: CLIP input HxW [default: 240x320]; fusion uses the "
+                   "checkpoint's.")
+@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+@one_line_errors
+def main(images: tuple[Path, ...], classes: str, checkpoint: Path | None, method: str, out: Path,
+         background: str, threshold: float, mode: str, save_probs: bool, weights: Path | None,
+         text_weights: Path | None, random_init: bool, image_size: str | None, device: str,
+         verbose: bool) -> None:
+    """Segment IMAGES into the given class names; writes label and overlay PNGs per image.
+
+    Example: fusioner-segment street.jpg --classes "car,road,pole,pedestrian"
+    --checkpoint models/dino_vits16-minilm_l6/checkpoint.pt --out segments/
+    """
+    setup_logging(verbose)
+    names = check_class_names(classes, background)  # type: ignore[arg-type]
+    if method == "fusion" and checkpoint is None:
+        raise FusionerError("--method fusion needs --checkpoint PATH (fusioner-fit's "
+                            "checkpoint.pt), or use --method maskclip")
+    if method == "fusion" and image_size:
+        raise FusionerError("--image-size is for --method maskclip; a fusion checkpoint runs "
+                            "at the size it was trained at")
+    if method == "maskclip" and checkpoint is not None:
+        log.warning("--checkpoint is not used by --method maskclip (training-free)")
+    stems = check_unique_stems(images)
+    for path in images:  # every image must decode before anything is written
+        load_rgb_image(path)
+    segmenter = load_segmenter(method, checkpoint, weights, text_weights,  # type: ignore[arg-type]
+                               random_init, resolve_device(device), parse_size(image_size))
+    for path, stem in zip(images, stems, strict=True):
+        result = segmenter.segment(load_rgb_image(path), names, threshold,
+                                   background, mode)  # type: ignore[arg-type]
+        written = write_outputs(result, out, stem, save_probs)
+        shares = ", ".join(f"{name} {share:.1%}" for name, share in result.fractions().items())
+        click.echo(f"{path}: {shares} -> {written[1]}")
+
+
+if __name__ == "__main__":
+    main()

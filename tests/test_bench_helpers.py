@@ -1,0 +1,50 @@
+"""The benchmarks compare like with like: every container yields the training Dataset's items.
+
+Not timed (timings live in ``bench/``); these check the helpers the comparisons rest on.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import torch
+import zarr
+
+from bench.common import Table, rewrite_store
+from bench.read_path import ArrayFeatures, open_hdf5, open_npy, open_zarr_arrays
+from pipeline.store import CachedFeatureDataset
+from pipeline.store.hdf5_export import ARRAYS, export_visual_store_to_hdf5
+from pipeline.store.visual import StoreCodec
+
+
+def test_every_container_gives_the_same_items(tmp_path, make_stores):
+    source = make_stores(tmp_path, num_images=6, splits=("train",)).visual_paths["train"]
+    rows = [5, 0, 0, 3, 1, 2, 4, 5]  # repeats allowed (tiling)
+    store = rewrite_store(source, tmp_path / "lz4.zarr", rows, StoreCodec("lz4", 1, "shuffle"), 3)
+    group = zarr.open_group(str(store), mode="r")
+    assert group.attrs["num_images"] == 8 and group.attrs["codec"] == "blosc-lz4-1-shuffle"
+    original = CachedFeatureDataset(source)
+    np.testing.assert_array_equal(group["patch_tokens"][1], original[0]["patch_tokens"].numpy())
+    for name in ARRAYS:
+        np.save(tmp_path / f"{name}.npy", np.asarray(group[name][:]))
+    h5 = export_visual_store_to_hdf5(store, tmp_path / "x.h5", "gzip", 1)
+    reference = CachedFeatureDataset(store)
+    others = [ArrayFeatures(functools.partial(open_npy, str(tmp_path)), 8),
+              ArrayFeatures(functools.partial(open_hdf5, str(h5)), 8),
+              ArrayFeatures(functools.partial(open_zarr_arrays, str(store)), 8)]
+    for i in range(8):
+        want = reference[i]
+        for other in others:
+            got = other[i]
+            for key in ("patch_tokens", "cls_token", "label"):
+                assert got[key].dtype == want[key].dtype
+                assert torch.equal(got[key], want[key])
+
+
+def test_table_renders_markdown():
+    table = Table("T", ["a", "b"], notes=["n"])
+    table.add("x", 1234.5)
+    table.add("y", 0.012345)
+    assert table.render().splitlines() == ["### T", "", "| a | b |", "|---|---|",
+                                           "| x | 1234 |", "| y | 0.0123 |", "", "- n"]

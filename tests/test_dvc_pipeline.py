@@ -1,0 +1,118 @@
+"""The DVC pipeline on a tiny config in a temporary git+dvc repo: what reruns, and the run cache.
+
+Slow-ish (several real `dvc repro` runs, each stage a fresh process) but the acceptance of the
+pipeline is exactly this behaviour, so it runs in CI.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.helpers import make_mini_camvid
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = {
+    "extract_visual": {"batch-size": 4, "shard-images": 4, "random-init": True,
+                       "image-size": "64x80", "device": "cpu"},
+    "extract_text": {"random-init": True},
+    "fit": {"fold": 0, "epochs": 1, "batch-size": 4, "layers": 1, "dim": 32, "heads": 2,
+            "decoder-channels": "16,8,8", "embed-dim": 8, "drop-path": 0.0, "seed": 0,
+            "device": "cpu"},
+    "evaluate": {"mode": "both", "num-overlays": 1, "device": "cpu"},
+}
+
+
+def _sh(repo: Path, *args: str) -> str:
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+           "DVC_NO_ANALYTICS": "1", "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t",
+           "GIT_COMMITTER_NAME": "t", "GIT_COMMITTER_EMAIL": "t@t"}
+    done = subprocess.run(args, cwd=repo, env=env, capture_output=True, text=True, check=False)
+    assert done.returncode == 0, f"{args} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}"
+    return done.stdout + done.stderr
+
+
+def _repro(repo: Path) -> set[str]:
+    """Run `dvc repro`; the set of stages that really ran (not restored from the run cache)."""
+    output = _sh(repo, "dvc", "repro")
+    ran = set(re.findall(r"Running stage '([^']+)'", output))
+    restored = set(re.findall(r"Stage '([^']+)' is cached - skipping run", output))
+    return ran - restored
+
+
+def _set_params(repo: Path, **changes: object) -> None:
+    params = yaml.safe_load((repo / "params.yaml").read_text())
+    for dotted, value in changes.items():
+        node = params
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node[key]
+        node[leaf] = value
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    base = tmp_path_factory.mktemp("dvc")
+    data = make_mini_camvid(base / "data" / "camvid", per_split=4)
+    repo = base / "repo"
+    repo.mkdir()
+    for name in ("pipeline", "stages"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"]["root"] = str(data)
+    params["encoders"] = {"visual": ["dino_vits16", "dinov2_vits14"],
+                          "text": ["minilm_l6", "bert_base"]}
+    params.update(TINY)
+    (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    (repo / ".gitignore").write_text("/cache/\n/models/\n/metrics/\n/plots/\n__pycache__/\n")
+    _sh(repo, "git", "init", "-q")
+    _sh(repo, "dvc", "init", "-q")
+    _sh(repo, "dvc", "config", "core.analytics", "false")
+    _sh(repo, "git", "add", "-A")
+    _sh(repo, "git", "commit", "-qm", "init")
+    return repo
+
+
+def test_pipeline_reruns_only_what_changed(repo: Path) -> None:
+    first = _repro(repo)
+    assert first == {"extract_visual@dino_vits16", "extract_visual@dinov2_vits14",
+                     "extract_text@minilm_l6", "extract_text@bert_base", "fit", "evaluate"}
+    metrics = yaml.safe_load((repo / "metrics" / "metrics.json").read_text())
+    assert metrics  # evaluate wrote its metrics
+    assert "metrics/metrics.json" in _sh(repo, "dvc", "metrics", "show", "--json")
+
+    assert _repro(repo) == set(), "a second dvc repro must be a no-op"
+
+    _set_params(repo, **{"fit.layers": 2})
+    assert _repro(repo) == {"fit", "evaluate"}
+
+    visual_lock = _lock_hashes(repo, "extract_visual@dino_vits16")
+    _set_params(repo, **{"pair.text": "bert_base"})
+    assert _repro(repo) == {"fit", "evaluate"}
+    _set_params(repo, **{"pair.visual": "dinov2_vits14"})
+    assert _repro(repo) == {"fit", "evaluate"}
+    assert _lock_hashes(repo, "extract_visual@dino_vits16") == visual_lock
+
+    _set_params(repo, **{"pair.visual": "dino_vits16", "pair.text": "minilm_l6"})
+    assert _repro(repo) == set(), "switching back must restore from the run cache"
+    assert (repo / "models" / "fusion" / "checkpoint.pt").exists()
+
+
+def test_adding_an_encoder_runs_only_its_extraction(repo: Path) -> None:
+    _set_params(repo, **{"encoders.text": ["minilm_l6", "bert_base", "clip_vitb16_text"],
+                         "pair.text": "clip_vitb16_text"})
+    assert _repro(repo) == {"extract_text@clip_vitb16_text", "fit", "evaluate"}
+
+
+def _lock_hashes(repo: Path, stage: str) -> list[str]:
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    return [out["md5"] for out in lock["stages"][stage]["outs"]]

