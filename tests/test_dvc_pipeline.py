@@ -71,6 +71,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     params["data"]["root"] = str(data)
     params["encoders"] = {"visual": ["dino_vits16", "dinov2_vits14"],
                           "text": ["minilm_l6", "bert_base"]}
+    params["pair"] = {"visual": "dino_vits16", "text": "minilm_l6"}
     params.update(TINY)
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / ".gitignore").write_text("/cache/\n/models/\n/metrics/\n/plots/\n__pycache__/\n")

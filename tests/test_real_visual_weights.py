@@ -24,7 +24,8 @@ def _patches(encoder, dataset, indices):
             tokens = encoder(encoder.preprocess(sample.image)[None])["patch_tokens"][0]
         h, w, c = tokens.shape
         feats.append(torch.nn.functional.normalize(tokens.reshape(-1, c), dim=-1))
-        labels.append(torch.from_numpy(resize_label(sample.label, (h, w)).astype(np.int64)).reshape(-1))
+        label = resize_label(sample.label, (h, w)).astype(np.int64)
+        labels.append(torch.from_numpy(label).reshape(-1))
     return torch.cat(feats), torch.cat(labels)
 
 
