@@ -30,7 +30,7 @@ fuzz: $(STAMP)
 	. $(BIN)/activate && FUSIONER_FUZZ_EXAMPLES=500 python -m pytest -q tests -k "fuzz or property"
 
 lint: $(STAMP)
-	$(BIN)/ruff check pipeline stages tests
+	$(BIN)/ruff check pipeline stages tests bench
 
 clean:
 	rm -rf $(VENV)

@@ -38,7 +38,8 @@ from bench.common import (
     train_store,
 )
 from pipeline.store import CachedFeatureDataset, loader_kwargs
-from pipeline.store.hdf5_export import ARRAYS, export_visual_store_to_hdf5
+from pipeline.store.hdf5_export import export_visual_store_to_hdf5
+from pipeline.store.layout import ITEM_ARRAYS
 from pipeline.store.visual import StoreCodec
 
 CODECS = {  # label -> codec; clevel 0 = blosc stores the bytes as they are
@@ -54,13 +55,7 @@ CHUNK_IMAGES = (1, 2, 4)
 
 
 def open_npy(folder: str) -> dict[str, np.ndarray]:
-    return {name: np.load(Path(folder) / f"{name}.npy", mmap_mode="r") for name in ARRAYS}
-
-
-def open_zarr_arrays(path: str) -> dict[str, Any]:
-    """The store's arrays looked up once (the Dataset looks each one up again per item)."""
-    group = zarr.open_group(path, mode="r")
-    return {name: group[name] for name in ARRAYS}
+    return {name: np.load(Path(folder) / f"{name}.npy", mmap_mode="r") for name in ITEM_ARRAYS}
 
 
 def open_hdf5(path: str) -> Mapping[str, Any]:
@@ -73,18 +68,16 @@ class ArrayFeatures(CachedFeatureDataset):
 
     def __init__(self, opener: Callable[[], Mapping[str, Any]], num_images: int) -> None:
         self.path, self.attrs, self.indices = Path("."), {}, list(range(num_images))
-        self.opener, self._group, self._pid = opener, None, None
+        self.opener, self._arrays, self._pid = opener, None, None
 
-    def _open(self) -> Any:
-        if self._group is None or self._pid != os.getpid():
-            self._group, self._pid = self.opener(), os.getpid()
-        return self._group
+    def open_arrays(self) -> Mapping[str, Any]:
+        return self.opener()
 
 
 def item_bytes(store: Path) -> int:
     """Stored (decoded) bytes of one item: tokens + CLS + label map."""
     group = zarr.open_group(str(store), mode="r")
-    return sum(int(np.prod(group[n].shape[1:])) * group[n].dtype.itemsize for n in ARRAYS)
+    return sum(int(np.prod(group[n].shape[1:])) * group[n].dtype.itemsize for n in ITEM_ARRAYS)
 
 
 def evict(path: Path) -> None:
@@ -124,7 +117,7 @@ def build_variants(source: Path, work: Path, n_images: int) -> dict[str, tuple[P
     raw = work / "npy"
     raw.mkdir(parents=True, exist_ok=True)
     group = zarr.open_group(str(base), mode="r")
-    for name in ARRAYS:
+    for name in ITEM_ARRAYS:
         np.save(raw / f"{name}.npy", np.asarray(group[name][:]))
     variants["npy memmap (limit)"] = (raw, ArrayFeatures(
         functools.partial(open_npy, str(raw)), n_images))
@@ -132,8 +125,6 @@ def build_variants(source: Path, work: Path, n_images: int) -> dict[str, tuple[P
         path = work / f"{codec.cname}-{codec.clevel}-{codec.shuffle}.zarr"
         rewrite_store(base, path, np.arange(n_images), codec)
         variants[f"zarr {label}, shard 32"] = (path, CachedFeatureDataset(path))
-    variants["zarr zstd-1 bitshuffle, shard 32, array handles cached"] = (
-        base, ArrayFeatures(functools.partial(open_zarr_arrays, str(base)), n_images))
     default = StoreCodec()
     for shard in SHARD_SIZES:
         if shard != 32:

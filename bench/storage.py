@@ -37,7 +37,7 @@ from bench.common import (
 )
 from pipeline.encoders import create_visual_encoder
 from pipeline.extract import extract_visual
-from pipeline.store.hdf5_export import ARRAYS
+from pipeline.store.layout import ITEM_ARRAYS
 from pipeline.store.visual import StoreCodec
 
 ENCODERS = ("dino_vits16", "dinov2_vits14", "dino_vitb16", "clip_vitb16")
@@ -57,8 +57,8 @@ def bytes_table(n_images: int, encoders: tuple[str, ...], work: Path) -> Table:
         store = work / f"{name}.zarr"
         extract_visual(dataset, encoder, store, overwrite=True)
         group = zarr.open_group(str(store), mode="r")
-        raw = {a: np.prod(group[a].shape[1:]) * group[a].dtype.itemsize for a in ARRAYS}
-        disk = {a: dir_bytes(store / a) / n_images for a in ARRAYS}
+        raw = {a: np.prod(group[a].shape[1:]) * group[a].dtype.itemsize for a in ITEM_ARRAYS}
+        disk = {a: dir_bytes(store / a) / n_images for a in ITEM_ARRAYS}
         per_image = dir_bytes(store) / n_images
         h, w = encoder.grid_size
         table.add(name, f"{h}x{w}x{encoder.feature_dim}", raw["patch_tokens"] / 1e3,

@@ -12,9 +12,10 @@ import torch
 import zarr
 
 from bench.common import Table, rewrite_store
-from bench.read_path import ArrayFeatures, open_hdf5, open_npy, open_zarr_arrays
+from bench.read_path import ArrayFeatures, open_hdf5, open_npy
 from pipeline.store import CachedFeatureDataset
-from pipeline.store.hdf5_export import ARRAYS, export_visual_store_to_hdf5
+from pipeline.store.hdf5_export import export_visual_store_to_hdf5
+from pipeline.store.layout import ITEM_ARRAYS
 from pipeline.store.visual import StoreCodec
 
 
@@ -26,13 +27,12 @@ def test_every_container_gives_the_same_items(tmp_path, make_stores):
     assert group.attrs["num_images"] == 8 and group.attrs["codec"] == "blosc-lz4-1-shuffle"
     original = CachedFeatureDataset(source)
     np.testing.assert_array_equal(group["patch_tokens"][1], original[0]["patch_tokens"].numpy())
-    for name in ARRAYS:
+    for name in ITEM_ARRAYS:
         np.save(tmp_path / f"{name}.npy", np.asarray(group[name][:]))
     h5 = export_visual_store_to_hdf5(store, tmp_path / "x.h5", "gzip", 1)
     reference = CachedFeatureDataset(store)
     others = [ArrayFeatures(functools.partial(open_npy, str(tmp_path)), 8),
-              ArrayFeatures(functools.partial(open_hdf5, str(h5)), 8),
-              ArrayFeatures(functools.partial(open_zarr_arrays, str(store)), 8)]
+              ArrayFeatures(functools.partial(open_hdf5, str(h5)), 8)]
     for i in range(8):
         want = reference[i]
         for other in others:

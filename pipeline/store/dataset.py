@@ -16,6 +16,7 @@ import torch
 import zarr
 from torch.utils.data import Dataset
 
+from pipeline.store.layout import ITEM_ARRAYS
 from pipeline.store.visual import open_visual_store
 
 
@@ -28,7 +29,7 @@ class CachedFeatureDataset(Dataset):
         group = open_visual_store(self.path, expect)  # validates once, up front
         self.attrs = dict(group.attrs)
         self.indices = list(range(self.attrs["num_images"])) if indices is None else list(indices)
-        self._group: zarr.Group | None = None
+        self._arrays: Mapping[str, Any] | None = None
         self._pid: int | None = None
 
     def __len__(self) -> int:
@@ -36,14 +37,18 @@ class CachedFeatureDataset(Dataset):
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_group"] = None  # never ship an open store to a worker
+        state["_arrays"] = None  # never ship an open store to a worker
         return state
 
-    def _open(self) -> zarr.Group:
-        if self._group is None or self._pid != os.getpid():
-            self._group = zarr.open_group(str(self.path), mode="r")
-            self._pid = os.getpid()
-        return self._group
+    def open_arrays(self) -> Mapping[str, Any]:
+        """Name -> array of this store; looked up once per process (a lookup re-reads metadata)."""
+        group = zarr.open_group(str(self.path), mode="r")
+        return {name: group[name] for name in (*ITEM_ARRAYS, "image_ids")}
+
+    def _open(self) -> Mapping[str, Any]:
+        if self._arrays is None or self._pid != os.getpid():
+            self._arrays, self._pid = self.open_arrays(), os.getpid()
+        return self._arrays
 
     def image_ids(self) -> list[str]:
         return [str(i) for i in self._open()["image_ids"][:][self.indices]]
@@ -54,11 +59,11 @@ class CachedFeatureDataset(Dataset):
 
     def __getitem__(self, item: int) -> dict[str, Any]:
         index = self.indices[item]
-        group = self._open()
+        arrays = self._open()
         return {
-            "patch_tokens": torch.from_numpy(np.asarray(group["patch_tokens"][index], np.float32)),
-            "cls_token": torch.from_numpy(np.asarray(group["cls_token"][index], np.float32)),
-            "label": torch.from_numpy(np.asarray(group["labels"][index]).astype(np.int64)),
+            "patch_tokens": torch.from_numpy(np.asarray(arrays["patch_tokens"][index], np.float32)),
+            "cls_token": torch.from_numpy(np.asarray(arrays["cls_token"][index], np.float32)),
+            "label": torch.from_numpy(np.asarray(arrays["labels"][index]).astype(np.int64)),
             "index": index,
         }
 

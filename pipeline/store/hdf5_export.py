@@ -16,9 +16,8 @@ from typing import Any
 import h5py
 import numpy as np
 
+from pipeline.store.layout import ITEM_ARRAYS
 from pipeline.store.visual import open_visual_store
-
-ARRAYS = ("patch_tokens", "cls_token", "labels")
 
 
 def export_visual_store_to_hdf5(zarr_path: Path | str, h5_path: Path | str,
@@ -41,7 +40,7 @@ def export_visual_store_to_hdf5(zarr_path: Path | str, h5_path: Path | str,
     tmp = h5_path.with_name(h5_path.name + ".tmp")
     step = int(group.attrs.get("shard_images", 32))
     with h5py.File(tmp, "w") as out:
-        for name in ARRAYS:
+        for name in ITEM_ARRAYS:
             source = group[name]
             target = out.create_dataset(
                 name, shape=source.shape, dtype=source.dtype, chunks=(1, *source.shape[1:]),

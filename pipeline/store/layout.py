@@ -12,6 +12,7 @@ from pipeline.errors import StoreError
 
 FORMAT_VERSION = 1
 DEFAULT_CACHE_DIR = Path("cache")
+ITEM_ARRAYS = ("patch_tokens", "cls_token", "labels")  # per-image arrays of one training item
 PROGRESS_KEYS = ("complete",)  # attributes that change while a store is written
 
 
