@@ -24,6 +24,28 @@ def setup_logging(verbose: bool = False) -> None:
     )
 
 
+class OneLineCommand(click.Command):
+    """A click command whose usage errors are one ``error:`` line (exit 2), no usage banner.
+
+    Stage options come from params.yaml through dvc.yaml, so a wrong-typed param shows here as
+    e.g. ``error: Invalid value for '--epochs': 'twelve' is not a valid integer.``
+    """
+
+    def main(self, args: Any = None, prog_name: str | None = None,
+             complete_var: str | None = None, standalone_mode: bool = True, **extra: Any) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, standalone_mode, **extra)
+        try:
+            code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.ClickException as exc:
+            click.echo(f"error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("error: aborted", err=True)
+            sys.exit(1)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 def one_line_errors(fn: F) -> F:
     """Turn ``FusionerError`` (and interrupted runs) into one line on stderr and exit code 1/130."""
 

@@ -8,7 +8,7 @@ import click
 
 from pipeline.evaluation import MODES, open_folds, overlay_dataset, run_folds, write_outputs
 from pipeline.store import DEFAULT_CACHE_DIR
-from stages._cli import one_line_errors, resolve_device, setup_logging
+from stages._cli import OneLineCommand, one_line_errors, resolve_device, setup_logging
 
 
 def _line(name: str, scores: dict) -> str:
@@ -16,7 +16,7 @@ def _line(name: str, scores: dict) -> str:
                     for mode, s in scores.items() if mode in MODES) + f"  [{name}]"
 
 
-@click.command(context_settings={"show_default": True})
+@click.command(cls=OneLineCommand, context_settings={"show_default": True})
 @click.option("--checkpoint", "checkpoints", type=click.Path(path_type=Path), multiple=True,
               default=[Path("models/fusion/checkpoint.pt")],
               help="Fusion checkpoint; repeat it (one per fold) to report each fold and the mean.")

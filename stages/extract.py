@@ -13,12 +13,12 @@ from pipeline.encoders import create_text_encoder, create_visual_encoder
 from pipeline.errors import FusionerError
 from pipeline.extract import extract_text, extract_visual
 from pipeline.store import DEFAULT_CACHE_DIR, text_store_path, visual_store_path
-from stages._cli import one_line_errors, parse_size, resolve_device, setup_logging
+from stages._cli import OneLineCommand, one_line_errors, parse_size, resolve_device, setup_logging
 
 log = logging.getLogger("fusioner.extract")
 
 
-@click.command(context_settings={"show_default": True})
+@click.command(cls=OneLineCommand, context_settings={"show_default": True})
 @click.option("--backbone", "visual", default=None,
               help="Visual encoder slug (dino_vits16, dino_vitb16, dinov2_vits14, mocov3_vitb16, "
                    "clip_vitb16, ...) or timm:MODEL. "

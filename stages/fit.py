@@ -8,7 +8,7 @@ import click
 
 from pipeline.store import DEFAULT_CACHE_DIR
 from pipeline.train import FitConfig, fit
-from stages._cli import one_line_errors, setup_logging
+from stages._cli import OneLineCommand, one_line_errors, setup_logging
 
 DEFAULTS = FitConfig(visual="", text="")
 
@@ -20,7 +20,7 @@ def _channels(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple
         raise click.BadParameter(f"expected comma-separated ints, e.g. 128,64,32: {value}") from exc
 
 
-@click.command(context_settings={"show_default": True})
+@click.command(cls=OneLineCommand, context_settings={"show_default": True})
 @click.option("--visual", required=True, help="Visual encoder slug of the cached features.")
 @click.option("--text", required=True, help="Text encoder slug of the cached class embeddings.")
 @click.option("--dataset", default=DEFAULTS.dataset, help="Dataset of the stores.")

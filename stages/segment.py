@@ -15,12 +15,12 @@ from pipeline.data.base import load_rgb_image
 from pipeline.errors import FusionerError
 from pipeline.segmentation import check_class_names, check_unique_stems, load_segmenter
 from pipeline.segmentation.outputs import write_outputs
-from stages._cli import one_line_errors, parse_size, resolve_device, setup_logging
+from stages._cli import OneLineCommand, one_line_errors, parse_size, resolve_device, setup_logging
 
 log = logging.getLogger("fusioner.segment")
 
 
-@click.command(context_settings={"show_default": True})
+@click.command(cls=OneLineCommand, context_settings={"show_default": True})
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
 @click.option("--classes", required=True,
               help='Comma-separated class names, e.g. "car,road,pole" (unique, any words).')

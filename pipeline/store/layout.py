@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,21 @@ def text_store_path(cache_dir: Path | str, encoder: str, dataset: str) -> Path:
 
 def _safe(slug: str) -> str:
     return slug.replace(":", "-").replace("/", "_")
+
+
+def scratch_path(path: Path) -> Path:
+    """Where a store is laid out before it is renamed into place (a stale one is cleared)."""
+    scratch = path.with_name(path.name + ".creating")
+    shutil.rmtree(scratch, ignore_errors=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return scratch
+
+
+def publish(scratch: Path, path: Path) -> None:
+    """Rename a laid-out ``scratch`` store to ``path``, replacing any store there."""
+    if path.exists():
+        shutil.rmtree(path)
+    scratch.replace(path)
 
 
 def identity(attrs: Mapping[str, Any]) -> dict[str, Any]:
@@ -76,3 +92,15 @@ def _normalise(value: Any) -> Any:
     if isinstance(value, tuple | list):
         return [_normalise(v) for v in value]
     return value
+
+
+def check_shapes(path: Path | str, group: zarr.Group, expected: Mapping[str, tuple]) -> None:
+    """Raise ``StoreError`` unless each array named in ``expected`` exists with that shape."""
+    for name, shape in expected.items():
+        try:
+            found = tuple(group[name].shape)
+        except (KeyError, ValueError, OSError) as exc:
+            raise StoreError(f"{path}: array '{name}' missing or unreadable ({exc})") from exc
+        if found != tuple(shape):
+            raise StoreError(f"{path}: array '{name}' has shape {found}, its attributes say "
+                             f"{tuple(shape)} (tampered or foreign store?)")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -12,7 +11,13 @@ import numpy as np
 import torch
 import zarr
 
-from pipeline.store.layout import FORMAT_VERSION, open_complete_group
+from pipeline.store.layout import (
+    FORMAT_VERSION,
+    check_shapes,
+    open_complete_group,
+    publish,
+    scratch_path,
+)
 
 
 @dataclass(frozen=True)
@@ -28,10 +33,8 @@ def write_text_store(path: Path | str, class_names: list[str], embeddings: np.nd
                      attrs: Mapping[str, Any]) -> Path:
     """Write the whole text store (small) and mark it complete last."""
     path = Path(path)
-    if path.exists():
-        shutil.rmtree(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    group = zarr.open_group(str(path), mode="w")
+    scratch = scratch_path(path)  # an interrupted write never leaves a half store at ``path``
+    group = zarr.open_group(str(scratch), mode="w")
     group.attrs.put({**attrs, "format_version": FORMAT_VERSION, "kind": "text",
                      "num_classes": len(class_names), "complete": False})
     names = group.create_array("class_names", shape=(len(class_names),), dtype=str,
@@ -41,12 +44,16 @@ def write_text_store(path: Path | str, class_names: list[str], embeddings: np.nd
                                  chunks=embeddings.shape)
     vectors[:] = embeddings.astype(np.float32)
     group.attrs["complete"] = True
+    publish(scratch, path)
     return path
 
 
 def read_text_store(path: Path | str, expect: Mapping[str, Any] | None = None) -> TextEmbeddings:
     """Read a complete text store; ``expect`` lists attributes it must have."""
     group = open_complete_group(path, "text", expect)
+    count = group.attrs["num_classes"]
+    dim = group.attrs.get("feature_dim", group["embeddings"].shape[-1])
+    check_shapes(path, group, {"class_names": (count,), "embeddings": (count, dim)})
     return TextEmbeddings(
         class_names=[str(n) for n in group["class_names"][:]],
         embeddings=torch.from_numpy(np.asarray(group["embeddings"][:], dtype=np.float32)),

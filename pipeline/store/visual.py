@@ -18,7 +18,14 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from pipeline.errors import StoreError
-from pipeline.store.layout import FORMAT_VERSION, identity, open_complete_group
+from pipeline.store.layout import (
+    FORMAT_VERSION,
+    check_shapes,
+    identity,
+    open_complete_group,
+    publish,
+    scratch_path,
+)
 
 DEFAULT_SHARD_IMAGES = 32
 
@@ -77,9 +84,12 @@ class VisualStoreWriter:
             self.group = self._create(wanted, grid_size, feature_dim, label_size, codec)
 
     def _create(self, attrs, grid_size, feature_dim, label_size, codec) -> zarr.Group:
+        """Lay the empty store out beside ``path``, then rename it into place: a run killed
+        while creating leaves no half-made store behind (only a scratch folder, replaced next run).
+        """
         n, s = self.num_images, self.shard_images
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        group = zarr.open_group(str(self.path), mode="w")
+        scratch = scratch_path(self.path)
+        group = zarr.open_group(str(scratch), mode="w")
         h, w = grid_size
         group.create_array("patch_tokens", shape=(n, h, w, feature_dim), dtype="float16",
                            chunks=(1, h, w, feature_dim), shards=(s, h, w, feature_dim),
@@ -94,7 +104,8 @@ class VisualStoreWriter:
         group.create_array("shard_done", shape=(self.num_shards,), dtype="bool",
                            chunks=(self.num_shards,), fill_value=False)
         group.attrs.put({**attrs, "complete": False})
-        return group
+        publish(scratch, self.path)
+        return zarr.open_group(str(self.path), mode="r+")
 
     @property
     def num_shards(self) -> int:
@@ -161,4 +172,14 @@ class VisualStoreWriter:
 
 def open_visual_store(path: Path | str, expect: Mapping[str, Any] | None = None) -> zarr.Group:
     """A complete visual store, read-only; ``expect`` lists attributes it must have."""
-    return open_complete_group(path, "visual", expect)
+    group = open_complete_group(path, "visual", expect)
+    attrs = group.attrs
+    grid, dim = tuple(attrs.get("grid_size", ())), attrs.get("feature_dim")
+    expected = {"patch_tokens": (attrs["num_images"], *grid, dim),
+                "cls_token": (attrs["num_images"], dim),
+                "image_ids": (attrs["num_images"],)}
+    check_shapes(path, group, expected)
+    if group["labels"].shape[0] != attrs["num_images"]:
+        raise StoreError(f"{path}: labels has {group['labels'].shape[0]} rows, "
+                         f"the store records {attrs['num_images']} images (tampered store?)")
+    return group
