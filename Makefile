@@ -27,7 +27,8 @@ bench: $(STAMP)
 	. $(BIN)/activate && python -m bench.run_all
 
 fuzz: $(STAMP)
-	. $(BIN)/activate && FUSIONER_FUZZ_EXAMPLES=500 python -m pytest -q tests -k "fuzz or property"
+	. $(BIN)/activate && FUSIONER_FUZZ=1 python -m pytest -q -p no:cacheprovider \
+		tests/test_reliability.py tests/test_metrics.py tests/test_splits.py tests/test_datasets.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline stages tests bench

@@ -21,3 +21,9 @@ class StoreError(FusionerError):
 
 class BadInputError(FusionerError):
     """An input file (image, mask, params) is unreadable or invalid."""
+
+
+def first_line(exc: BaseException) -> str:
+    """The first non-empty line of an exception's message (its type name when it has none)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[0] if lines else type(exc).__name__

@@ -54,7 +54,7 @@ def one_line_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except FusionerError as exc:
-            click.echo(f"error: {exc}", err=True)
+            click.echo(f"error: {' '.join(str(exc).split())}", err=True)  # always one line
             sys.exit(1)
         except KeyboardInterrupt:
             click.echo("interrupted: finished work is kept; rerun the same command to resume",
@@ -64,8 +64,9 @@ def one_line_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
-def parse_size(value: str | None) -> tuple[int, int] | None:
-    """``"240x320"`` -> (240, 320) as (H, W)."""
+def parse_size(_ctx: click.Context | None, _param: click.Parameter | None,
+               value: str | None) -> tuple[int, int] | None:
+    """Click callback: ``"240x320"`` -> (240, 320) as (H, W)."""
     if value is None:
         return None
     try:

@@ -43,7 +43,7 @@ log = logging.getLogger("fusioner.extract")
 @click.option("--random-init", is_flag=True,
               help="Use random weights for every encoder asked for "
                    "(tests only; recorded as random-init in the store).")
-@click.option("--image-size", default=None,
+@click.option("--image-size", default=None, callback=parse_size,
               help="Encoder input HxW, e.g. 240x320 (rounded to the patch size) "
                    "[default: encoder's].")
 @click.option("--batch-size", type=int, default=16, help="Images per encoder forward pass.")
@@ -72,7 +72,7 @@ log = logging.getLogger("fusioner.extract")
 @one_line_errors
 def main(visual: str | None, text: str | None, dataset: str, splits: tuple[str, ...],
          data_root: Path | None, cache_dir: Path, weights: Path | None, text_weights: Path | None,
-         random_init: bool, image_size: str | None, batch_size: int, shard_images: int,
+         random_init: bool, image_size: tuple[int, int] | None, batch_size: int, shard_images: int,
          num_workers: int, device: str, overwrite: bool, skip_bad: bool, scheduler: str | None,
          workers: int | None, retries: int, report: Path | None, verbose: bool) -> None:
     """Extract visual patch features and/or class-name text embeddings into the Zarr store.
@@ -96,7 +96,7 @@ def main(visual: str | None, text: str | None, dataset: str, splits: tuple[str, 
             batch_size, shard_images, device, overwrite, skip_bad, scheduler, workers, retries))
     elif visual:
         run_on = resolve_device(device)
-        encoder = create_visual_encoder(visual, weights, random_init, parse_size(image_size))
+        encoder = create_visual_encoder(visual, weights, random_init, image_size)
         log.info("visual encoder %s on %s", encoder.slug, run_on)
         for split in splits:
             reports.append(extract_visual(
@@ -112,7 +112,7 @@ def main(visual: str | None, text: str | None, dataset: str, splits: tuple[str, 
 
 def _extract_distributed(visual: str, dataset: str, splits: tuple[str, ...],
                          data_root: Path | None, cache_dir: Path, weights: Path | None,
-                         random_init: bool, image_size: str | None, batch_size: int,
+                         random_init: bool, image_size: tuple[int, int] | None, batch_size: int,
                          shard_images: int, device: str, overwrite: bool, skip_bad: bool,
                          scheduler: str | None, workers: int | None, retries: int) -> list[dict]:
     """Every split on one dask cluster (the client builds the encoder for provenance only)."""
@@ -122,7 +122,7 @@ def _extract_distributed(visual: str, dataset: str, splits: tuple[str, ...],
         local_torch_threads,
     )
 
-    encoder = create_visual_encoder(visual, weights, random_init, parse_size(image_size))
+    encoder = create_visual_encoder(visual, weights, random_init, image_size)
     threads = None if scheduler else local_torch_threads(workers or 1)
     reports = []
     with dask_client(scheduler, workers) as client:

@@ -50,7 +50,7 @@ log = logging.getLogger("fusioner.segment")
 @click.option("--random-init", is_flag=True,
               help="Random encoder weights (tests only; a fusion checkpoint must have been "
                    "trained on random-init features).")
-@click.option("--image-size", default=None,
+@click.option("--image-size", default=None, callback=parse_size,
               help="maskclip only: CLIP input HxW [default: 240x320]; fusion uses the "
                    "checkpoint's.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
@@ -58,8 +58,8 @@ log = logging.getLogger("fusioner.segment")
 @one_line_errors
 def main(images: tuple[Path, ...], classes: str, checkpoint: Path | None, method: str, out: Path,
          background: str, threshold: float, mode: str, save_probs: bool, weights: Path | None,
-         text_weights: Path | None, random_init: bool, image_size: str | None, device: str,
-         verbose: bool) -> None:
+         text_weights: Path | None, random_init: bool, image_size: tuple[int, int] | None,
+         device: str, verbose: bool) -> None:
     """Segment IMAGES into the given class names; writes label and overlay PNGs per image.
 
     Example: fusioner-segment street.jpg --classes "car,road,pole,pedestrian"
@@ -79,7 +79,7 @@ def main(images: tuple[Path, ...], classes: str, checkpoint: Path | None, method
     for path in images:  # every image must decode before anything is written
         load_rgb_image(path)
     segmenter = load_segmenter(method, checkpoint, weights, text_weights,  # type: ignore[arg-type]
-                               random_init, resolve_device(device), parse_size(image_size))
+                               random_init, resolve_device(device), image_size)
     for path, stem in zip(images, stems, strict=True):
         result = segmenter.segment(load_rgb_image(path), names, threshold,
                                    background, mode)  # type: ignore[arg-type]

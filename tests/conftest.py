@@ -9,14 +9,23 @@ labels are predictable from the tokens and a fusion model can learn them.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import settings
 
 from pipeline.store import VisualStoreWriter, text_store_path, visual_store_path, write_text_store
+from tests.tally import TALLY
+
+# property tests: a quick profile for the suite, a long one for `make fuzz` (FUSIONER_FUZZ=1)
+settings.register_profile("suite", max_examples=40, deadline=None)
+settings.register_profile("fuzz", max_examples=int(os.environ.get("FUSIONER_FUZZ_EXAMPLES", 500)),
+                          deadline=None)
+settings.load_profile("fuzz" if os.environ.get("FUSIONER_FUZZ") else "suite")
 
 CAMVID_CLASSES = ("sky", "building", "pole", "road", "sidewalk", "tree", "sign symbol", "fence",
                   "car", "pedestrian", "bicyclist")
@@ -113,3 +122,11 @@ def make_stores_fixture() -> Callable[..., TinyStores]:
 def tiny_stores(tmp_path: Path) -> TinyStores:
     """8 images per split, grid 4x5, 16-d tokens, 32x40 labels, CamVid's 11 class names."""
     return make_stores(tmp_path)
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    """Print what the reliability tests tried and found (crashes and data lost must be 0)."""
+    if TALLY:
+        counts = ", ".join(f"{key}: {TALLY[key]}" for key in
+                           ("bad inputs tried", "crashes", "data lost", "kills survived"))
+        terminalreporter.write_line(f"reliability: {counts}")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from PIL import Image
 
@@ -97,7 +97,6 @@ def _encode(runs: list[int]) -> str:
     return "".join(out)
 
 
-@settings(max_examples=60, deadline=None)
 @given(runs=st.lists(st.integers(0, 5000), min_size=1, max_size=12))
 def test_rle_string_round_trip(runs: list[int]) -> None:
     assert rle_counts_from_string(_encode(runs)) == runs

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -101,7 +101,6 @@ labels = arrays(np.uint8, (4, 5), elements=st.sampled_from([0, 1, 2, 3, 4, 255])
 preds = arrays(np.int64, (4, 5), elements=st.sampled_from([NONE, 0, 1, 2, 3, 4]))
 
 
-@settings(max_examples=60, deadline=None)
 @given(label=labels)
 def test_perfect_prediction_scores_one(label: np.ndarray) -> None:
     acc = IoUAccumulator(CLASSES)
@@ -114,7 +113,6 @@ def test_perfect_prediction_scores_one(label: np.ndarray) -> None:
         assert result.miou == 1.0 and result.fb_iou == 1.0
 
 
-@settings(max_examples=60, deadline=None)
 @given(pairs=st.lists(st.tuples(preds, labels), min_size=1, max_size=5), data=st.data())
 def test_bounds_and_order_invariance(pairs: list, data: st.DataObject) -> None:
     forward = IoUAccumulator(CLASSES)
@@ -130,7 +128,6 @@ def test_bounds_and_order_invariance(pairs: list, data: st.DataObject) -> None:
         assert math.isnan(value) or 0.0 <= value <= 1.0
 
 
-@settings(max_examples=60, deadline=None)
 @given(label=labels, mask=arrays(bool, (4, 5)), class_id=st.sampled_from(CLASSES),
        noise=preds)
 def test_binary_is_multiclass_with_one_class(label: np.ndarray, mask: np.ndarray, class_id: int,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
@@ -77,7 +77,6 @@ def test_training_view_hand_example() -> None:
         training_view(label, split, unseen_as="drop")  # type: ignore[arg-type]
 
 
-@settings(max_examples=80, deadline=None)
 @given(label=arrays(np.uint8, (5, 6), elements=st.sampled_from(list(range(21)) + [255])),
        fold=st.integers(0, 3), mode=st.sampled_from(["ignore", "background"]))
 def test_training_view_never_shows_unseen(label: np.ndarray, fold: int, mode: str) -> None:

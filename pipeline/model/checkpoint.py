@@ -15,7 +15,7 @@ from typing import Any
 
 import torch
 
-from pipeline.errors import BadInputError, FusionerError
+from pipeline.errors import BadInputError, FusionerError, first_line
 from pipeline.model.fusion import FusionModel, build_model
 from pipeline.store.layout import check_provenance
 
@@ -57,12 +57,16 @@ def load_fusion_checkpoint(path: Path | str,
     try:
         payload = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure is one message
-        raise BadInputError(f"{path}: not a readable fusion checkpoint ({exc})") from exc
+        reason = first_line(exc)
+        raise BadInputError(f"{path}: not a readable fusion checkpoint ({reason})") from exc
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise BadInputError(f"{path}: not a fusion checkpoint of format {CHECKPOINT_FORMAT}")
-    meta = payload["meta"]
-    model = build_model(meta["model_config"])
-    model.load_state_dict(payload["model"])
+    try:
+        meta = payload["meta"]
+        model = build_model(meta["model_config"])
+        model.load_state_dict(payload["model"])
+    except (KeyError, TypeError, ValueError, RuntimeError) as exc:
+        raise BadInputError(f"{path}: damaged fusion checkpoint ({first_line(exc)})") from exc
     return model.to(map_location).eval(), meta
 
 

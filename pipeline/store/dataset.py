@@ -16,6 +16,7 @@ import torch
 import zarr
 from torch.utils.data import Dataset
 
+from pipeline.errors import StoreError, first_line
 from pipeline.store.layout import ITEM_ARRAYS
 from pipeline.store.visual import open_visual_store
 
@@ -60,10 +61,15 @@ class CachedFeatureDataset(Dataset):
     def __getitem__(self, item: int) -> dict[str, Any]:
         index = self.indices[item]
         arrays = self._open()
+        try:
+            tokens, cls, label = (np.asarray(arrays[name][index]) for name in ITEM_ARRAYS)
+        except Exception as exc:  # noqa: BLE001 - a damaged shard is one clear message
+            raise StoreError(f"{self.path}: image {index} unreadable, the store is damaged "
+                             f"({first_line(exc)}); re-extract it with --overwrite") from exc
         return {
-            "patch_tokens": torch.from_numpy(np.asarray(arrays["patch_tokens"][index], np.float32)),
-            "cls_token": torch.from_numpy(np.asarray(arrays["cls_token"][index], np.float32)),
-            "label": torch.from_numpy(np.asarray(arrays["labels"][index]).astype(np.int64)),
+            "patch_tokens": torch.from_numpy(tokens.astype(np.float32)),
+            "cls_token": torch.from_numpy(cls.astype(np.float32)),
+            "label": torch.from_numpy(label.astype(np.int64)),
             "index": index,
         }
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import torch
 
-from pipeline.errors import FusionerError
+from pipeline.errors import FusionerError, first_line
 from pipeline.model.checkpoint import CHECKPOINT_FORMAT, atomic_save
 
 # meta entries that must be equal to resume (the training options and the data they read).
@@ -52,9 +52,10 @@ def load_training_state(path: Path, meta: Mapping[str, Any], model: torch.nn.Mod
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001
-        raise FusionerError(f"{path}: unreadable training state ({exc}); "
+        raise FusionerError(f"{path}: unreadable training state ({first_line(exc)}); "
                             "delete it to restart") from exc
-    if state.get("format") != CHECKPOINT_FORMAT or "optimizer" not in state:
+    if (not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT
+            or "optimizer" not in state):
         raise FusionerError(f"{path}: not a training state; delete it to restart")
     wrong = [k for k in RESUME_KEYS if state["meta"].get(k) != meta.get(k)]
     if wrong:
