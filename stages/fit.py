@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from pipeline.names import text_slug, visual_slug
 from pipeline.store import DEFAULT_CACHE_DIR
 from pipeline.train import FitConfig, fit
 from stages._cli import OneLineCommand, one_line_errors, setup_logging
@@ -21,8 +22,10 @@ def _channels(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple
 
 
 @click.command(cls=OneLineCommand, context_settings={"show_default": True})
-@click.option("--visual", required=True, help="Visual encoder slug of the cached features.")
-@click.option("--text", required=True, help="Text encoder slug of the cached class embeddings.")
+@click.option("--visual", required=True, callback=lambda _c, _p, v: visual_slug(v),
+              help="Visual encoder slug (or alias, e.g. dino) of the cached features.")
+@click.option("--text", required=True, callback=lambda _c, _p, v: text_slug(v),
+              help="Text encoder slug (or alias, e.g. minilm) of the cached class embeddings.")
 @click.option("--dataset", default=DEFAULTS.dataset, help="Dataset of the stores.")
 @click.option("--fold", type=int, default=DEFAULTS.fold, help="Zero-shot fold (seen/unseen split).")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE_DIR,

@@ -13,6 +13,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import click
+from click.testing import CliRunner
+
 TALLY: Counter[str] = Counter()
 
 
@@ -31,6 +34,14 @@ def expect_one_line_error(code: int, stderr: str, *needles: str) -> str:
     for needle in needles:
         assert needle in lines[-1], f"{needle!r} not in {lines[-1]!r}"
     return lines[-1]
+
+
+def invoke_error(command: click.Command, args: list, *needles: str) -> str:
+    """Run a stage in-process; assert its whole stderr is one ``error:`` line naming ``needles``."""
+    result = CliRunner().invoke(command, [str(a) for a in args])
+    line = expect_one_line_error(result.exit_code, result.stderr, *needles)
+    assert result.stderr.strip() == line, result.stderr
+    return line
 
 
 def digest(*roots: Path) -> str:

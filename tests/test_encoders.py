@@ -67,6 +67,13 @@ def test_unknown_encoder_lists_known_names() -> None:
         create_text_encoder("gpt")
 
 
+def test_short_aliases_build_the_catalogue_encoder() -> None:
+    assert create_visual_encoder("dino", random_init=True).slug == "dino_vits16"
+    assert create_text_encoder("minilm", random_init=True).slug == "minilm_l6"
+    with pytest.raises(UnknownNameError, match="aliases .*dino=dino_vits16"):
+        create_visual_encoder("dinov3")
+
+
 def test_local_checkpoint_loads_through_timm_filter(tmp_path: Path) -> None:
     """A DINO-style checkpoint (wrapped, 'module.' prefixed, 224px pos-embed) loads exactly."""
     import timm

@@ -24,6 +24,7 @@ from pipeline.train import FitConfig, fit
 from stages.evaluate import main
 from tests.conftest import CAMVID_CLASSES, TinyStores, make_stores
 from tests.helpers import run_without_encoders
+from tests.tally import invoke_error
 
 ROOT = Path(__file__).resolve().parents[1]
 UNSEEN = (2, 9, 10)  # CamVid fold 0: pole, pedestrian, bicyclist
@@ -182,11 +183,7 @@ def test_several_folds_are_reported_with_their_mean(setup, tmp_path: Path) -> No
 
 
 def _one_line_error(args: list[str]) -> str:
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
+    return invoke_error(main, args)
 
 
 def test_foreign_or_missing_inputs_are_one_line_errors(setup, tmp_path: Path) -> None:

@@ -16,6 +16,7 @@ from pipeline.store import CachedFeatureDataset
 from pipeline.train import EpisodeDataset, FitConfig, fit, trainer
 from stages.fit import main
 from tests.helpers import run_without_encoders
+from tests.tally import invoke_error
 
 SMALL = ["--epochs", "2", "--batch-size", "4", "--dim", "32", "--layers", "1", "--heads", "2",
          "--embed-dim", "16", "--decoder-channels", "16,8,8", "--no-progress"]
@@ -35,7 +36,8 @@ def _config(stores, out: Path, **overrides: object) -> FitConfig:
 
 def test_cli_writes_checkpoint_and_metrics(tiny_stores, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    result = CliRunner().invoke(main, _args(tiny_stores, out))
+    aliases = ["--visual", "dino", "--text", "minilm"]  # short names find the same stores
+    result = CliRunner().invoke(main, [*_args(tiny_stores, out), *aliases])
     assert result.exit_code == 0, result.output
     for name in ("checkpoint.pt", "last.pt", "train_log.json", "train_metrics.json"):
         assert (out / name).is_file(), name
@@ -107,11 +109,7 @@ def test_fit_needs_no_encoder_library(tiny_stores, tmp_path: Path) -> None:
 
 
 def _one_line_error(args: list[str]) -> str:
-    result = CliRunner().invoke(main, args)
-    assert result.exit_code == 1, result.output
-    lines = result.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
-    return lines[0]
+    return invoke_error(main, args)
 
 
 def test_missing_incomplete_or_foreign_store_is_one_line_error(make_stores, tmp_path: Path) -> None:

@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UnknownNameError
+from pipeline.names import TEXT_ALIASES, VISUAL_ALIASES
 
 
 @dataclass(frozen=True)
@@ -35,8 +36,9 @@ class EncoderSpec:
 class EncoderRegistry:
     """Named specs of one kind (visual or text), plus ``prefix:NAME`` dynamic families."""
 
-    def __init__(self, kind: str) -> None:
+    def __init__(self, kind: str, aliases: Mapping[str, str] | None = None) -> None:
         self.kind = kind
+        self.aliases = dict(aliases or {})
         self._specs: dict[str, EncoderSpec] = {}
         self._families: dict[str, Callable[[str], EncoderSpec]] = {}
 
@@ -52,16 +54,19 @@ class EncoderRegistry:
         return sorted(self._specs)
 
     def get(self, name: str) -> EncoderSpec:
+        name = self.aliases.get(name, name)
         if name in self._specs:
             return self._specs[name]
         prefix, sep, rest = name.partition(":")
         if sep and prefix in self._families and rest:
             return self._families[prefix](rest)
         families = ", ".join(f"{p}:NAME" for p in sorted(self._families))
+        aliases = ", ".join(f"{a}={s}" for a, s in sorted(self.aliases.items()))
         raise UnknownNameError(
-            f"unknown {self.kind} encoder '{name}'; known: {', '.join(self.names())}; or {families}"
+            f"unknown {self.kind} encoder '{name}'; known: {', '.join(self.names())} "
+            f"(aliases {aliases}); or {families}"
         )
 
 
-VISUAL_ENCODERS = EncoderRegistry("visual")
-TEXT_ENCODERS = EncoderRegistry("text")
+VISUAL_ENCODERS = EncoderRegistry("visual", VISUAL_ALIASES)
+TEXT_ENCODERS = EncoderRegistry("text", TEXT_ALIASES)
