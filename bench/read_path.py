@@ -214,8 +214,7 @@ def run(quick: bool = False, work: Path = BENCH_CACHE / "read_path") -> list[Tab
         table.add(label, dir_bytes(path) / MB, raw_size / dir_bytes(path), raw_size / MB / warm,
                   limit[False] / warm, raw_size / MB / cold, limit[True] / cold)
     tables = [table, granularity_table(work / "default.zarr", work, repeats)]
-    keys = ["npy memmap (limit)", "zarr zstd-1 bitshuffle, shard 32",
-            "zarr zstd-1 bitshuffle, shard 32, array handles cached"]
+    keys = ["npy memmap (limit)", "zarr zstd-1 bitshuffle, shard 32"]
     tables.append(loader_table(variants, keys, n_images, per_item, repeats))
     return tables
 
