@@ -174,12 +174,10 @@ def open_visual_store(path: Path | str, expect: Mapping[str, Any] | None = None)
     """A complete visual store, read-only; ``expect`` lists attributes it must have."""
     group = open_complete_group(path, "visual", expect)
     attrs = group.attrs
-    grid, dim = tuple(attrs.get("grid_size", ())), attrs.get("feature_dim")
-    expected = {"patch_tokens": (attrs["num_images"], *grid, dim),
-                "cls_token": (attrs["num_images"], dim),
-                "image_ids": (attrs["num_images"],)}
-    check_shapes(path, group, expected)
-    if group["labels"].shape[0] != attrs["num_images"]:
+    n, grid, dim = attrs.get("num_images"), attrs.get("grid_size", ()), attrs.get("feature_dim")
+    check_shapes(path, group, {"patch_tokens": (n, *grid, dim), "cls_token": (n, dim),
+                               "image_ids": (n,)})
+    if group["labels"].shape[0] != n:
         raise StoreError(f"{path}: labels has {group['labels'].shape[0]} rows, "
-                         f"the store records {attrs['num_images']} images (tampered store?)")
+                         f"the store records {n} images (tampered store?)")
     return group
