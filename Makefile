@@ -28,7 +28,8 @@ bench: $(STAMP)
 
 fuzz: $(STAMP)
 	. $(BIN)/activate && FUSIONER_FUZZ=1 python -m pytest -q -p no:cacheprovider \
-		tests/test_reliability.py tests/test_metrics.py tests/test_splits.py tests/test_datasets.py
+		tests/test_reliability_*.py tests/test_store.py tests/test_metrics.py \
+		tests/test_splits.py tests/test_datasets.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline stages tests bench

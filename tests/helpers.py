@@ -10,6 +10,9 @@ from pathlib import Path
 from pipeline.data.base import default_data_root
 
 CAMVID = default_data_root() / "camvid"
+TINY_FIT = ["--epochs", "4", "--batch-size", "4", "--dim", "32", "--layers", "1", "--heads", "2",
+            "--embed-dim", "16", "--decoder-channels", "16,8,8", "--no-progress"]
+"""fusioner-fit options of a tiny model that trains on ``make_stores`` stores in seconds."""
 
 
 def make_mini_camvid(root: Path, per_split: int = 5) -> Path:

@@ -36,11 +36,17 @@ def expect_one_line_error(code: int, stderr: str, *needles: str) -> str:
     return lines[-1]
 
 
+def invoke(command: click.Command, args: list) -> tuple[int, str]:
+    """Run a stage in-process: (exit code, stderr)."""
+    result = CliRunner().invoke(command, [str(a) for a in args])
+    return result.exit_code, result.stderr
+
+
 def invoke_error(command: click.Command, args: list, *needles: str) -> str:
     """Run a stage in-process; assert its whole stderr is one ``error:`` line naming ``needles``."""
-    result = CliRunner().invoke(command, [str(a) for a in args])
-    line = expect_one_line_error(result.exit_code, result.stderr, *needles)
-    assert result.stderr.strip() == line, result.stderr
+    code, stderr = invoke(command, args)
+    line = expect_one_line_error(code, stderr, *needles)
+    assert stderr.strip() == line, stderr
     return line
 
 

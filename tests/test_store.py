@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 import torch
 import zarr
+from hypothesis import given
+from hypothesis import strategies as st
 from torch.utils.data import DataLoader
 
 from pipeline.errors import StoreError
@@ -115,3 +117,46 @@ def test_text_store_round_trip(tmp_path: Path) -> None:
     assert torch.equal(text.embeddings, torch.from_numpy(emb))
     with pytest.raises(StoreError, match="encoder="):
         read_text_store(path, {"encoder": "bert_base"})
+
+
+# ---- property-based: any shapes, shard sizes, write orders and names round-trip -------------
+
+names = st.text(st.characters(blacklist_categories=("Cs", "Cc")), min_size=1, max_size=12)
+
+
+@given(num=st.integers(1, 9), shard=st.integers(1, 4), grid=st.tuples(st.integers(1, 3),
+       st.integers(1, 3)), dim=st.integers(1, 6), seed=st.integers(0, 2**16),
+       ids=st.lists(names, min_size=9, max_size=9, unique=True), data=st.data())
+def test_property_visual_store_round_trip(tmp_path_factory, num: int, shard: int,
+                                          grid: tuple[int, int], dim: int, seed: int,
+                                          ids: list[str], data: st.DataObject) -> None:
+    rng = np.random.default_rng(seed)
+    tokens = (rng.normal(size=(num, *grid, dim)) * 100).astype(np.float16)
+    labels = rng.choice(np.array([0, 1, 2, 255], np.uint8), size=(num, 5, 6))
+    path = tmp_path_factory.mktemp("prop") / "store.zarr"
+    writer = VisualStoreWriter(path, {"grid_size": list(grid), "feature_dim": dim}, num, grid,
+                               dim, (5, 6), shard_images=shard)
+    for s in data.draw(st.permutations(writer.pending_shards())):  # any write order
+        rows = writer.shard_range(s)
+        writer.write_shard(s, tokens[rows.start:rows.stop], tokens[rows.start:rows.stop, 0, 0],
+                           labels[rows.start:rows.stop], ids[rows.start:rows.stop])
+    writer.finalize()
+    store = CachedFeatureDataset(path)
+    assert store.image_ids() == ids[:num]
+    for i in range(num):
+        item = store[i]
+        assert np.array_equal(item["patch_tokens"].numpy(), tokens[i].astype(np.float32))
+        assert np.array_equal(item["cls_token"].numpy(), tokens[i, 0, 0].astype(np.float32))
+        assert np.array_equal(item["label"].numpy(), labels[i])
+
+
+@given(class_names=st.lists(names, min_size=1, max_size=8, unique=True), dim=st.integers(1, 5),
+       seed=st.integers(0, 2**16))
+def test_property_text_store_round_trip(tmp_path_factory, class_names: list[str], dim: int,
+                                        seed: int) -> None:
+    vectors = np.random.default_rng(seed).normal(size=(len(class_names), dim)).astype(np.float32)
+    path = tmp_path_factory.mktemp("prop") / "text.zarr"
+    write_text_store(path, class_names, vectors, {"feature_dim": dim})
+    back = read_text_store(path)
+    assert back.class_names == class_names
+    assert np.array_equal(back.embeddings.numpy(), vectors)
