@@ -15,12 +15,16 @@ split has no IoU (NaN) and is left out of the mean (HSNet would count it as 0; w
 episode lists every fold class has episodes, so the two agree there).
 FB-IoU = mean(foreground IoU, background IoU), foreground summed over the fold's classes and
 background = the "none" region, both accumulated over all episodes (HSNet's ``compute_iou``).
+
+``RankingAccumulator`` adds a threshold-free view of binary episodes: per class, the AUROC of
+its scores (do the class's pixels score above the other labelled pixels of its episodes?),
+pooled over the split. 0.5 = chance, as the all-foreground baseline scores by construction.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -38,6 +42,8 @@ class IoUResult:
     fg_iou: float
     bg_iou: float
     fb_iou: float
+    auroc: float = float("nan")  # mean per-class AUROC (binary mode, ``RankingAccumulator``)
+    per_class_auroc: dict[int, float] = field(default_factory=dict)
 
 
 class IoUAccumulator:
@@ -129,3 +135,50 @@ def prediction_map(
     best = scores.argmax(axis=0)
     ids = np.asarray(class_ids, dtype=np.int64)[best]
     return np.where(scores.max(axis=0) >= threshold, ids, NONE)
+
+
+class RankingAccumulator:
+    """Per-class AUROC of binary-episode scores, from histograms of their logits (no pixel lists).
+
+    ``update_binary(c, probs, label)``: the pixels of class ``c`` are positives, every other
+    labelled pixel negative, 255 ignored. Logits are binned in ``bins`` steps over
+    [-``limit``, ``limit``]; a tie (same bin) counts half, as in the Mann-Whitney statistic.
+    """
+
+    def __init__(self, class_ids: Sequence[int], bins: int = 6000, limit: float = 30.0) -> None:
+        self.class_ids = tuple(int(c) for c in class_ids)
+        self.edges = np.linspace(-limit, limit, bins + 1)[1:-1]
+        self.limit = limit
+        self.positive = {c: np.zeros(bins, np.int64) for c in self.class_ids}
+        self.negative = {c: np.zeros(bins, np.int64) for c in self.class_ids}
+
+    def update_binary(self, class_id: int, probs: np.ndarray, label: np.ndarray) -> None:
+        if class_id not in self.positive:
+            raise ValueError(f"class {class_id} is not one of {self.class_ids}")
+        probs, label = np.asarray(probs, np.float64), np.asarray(label)
+        if probs.shape != label.shape:
+            raise ValueError(f"scores {probs.shape} and label {label.shape} differ in shape")
+        valid = label != IGNORE_INDEX
+        eps = np.exp(-self.limit)
+        p = np.clip(probs[valid], eps, 1 - eps)
+        bins = np.searchsorted(self.edges, np.log(p) - np.log1p(-p))
+        truth = label[valid] == class_id
+        self.positive[class_id] += np.bincount(bins[truth], minlength=self.edges.size + 1)
+        self.negative[class_id] += np.bincount(bins[~truth], minlength=self.edges.size + 1)
+
+    def per_class(self) -> dict[int, float]:
+        """AUROC of each class (NaN without both positive and negative pixels)."""
+        out = {}
+        for c in self.class_ids:
+            pos, neg = self.positive[c], self.negative[c]
+            if not pos.sum() or not neg.sum():
+                out[c] = float("nan")
+                continue
+            below = np.concatenate([[0], np.cumsum(neg)[:-1]])  # negatives in lower bins
+            out[c] = float((pos * (below + 0.5 * neg)).sum() / (pos.sum() * neg.sum()))
+        return out
+
+    def mean(self) -> float:
+        """Mean AUROC over classes with a defined value (NaN if none)."""
+        defined = [v for v in self.per_class().values() if not np.isnan(v)]
+        return float(np.mean(defined)) if defined else float("nan")

@@ -13,6 +13,7 @@ from stages._cli import OneLineCommand, one_line_errors, resolve_device, setup_l
 
 def _line(name: str, scores: dict) -> str:
     return " ".join(f"{mode} mIoU {s['miou']} FB-IoU {s['fb_iou']}"
+                    + (f" AUROC {s['auroc']}" if "auroc" in s else "")
                     for mode, s in scores.items() if mode in MODES) + f"  [{name}]"
 
 

@@ -117,3 +117,24 @@ def test_adding_an_encoder_runs_only_its_extraction(repo: Path) -> None:
 def _lock_hashes(repo: Path, stage: str) -> list[str]:
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     return [out["md5"] for out in lock["stages"][stage]["outs"]]
+
+
+STAGE_MODULES = {"extract_visual": "stages.extract", "extract_text": "stages.extract",
+                 "fit": "stages.fit", "evaluate": "stages.evaluate"}
+_LOADED_FILES = ("import sys, importlib; importlib.import_module(sys.argv[1]); "
+                 "print('\\n'.join(m.__file__ for n, m in list(sys.modules.items()) "
+                 "if n.split('.')[0] in ('pipeline', 'stages') and getattr(m, '__file__', None)))")
+
+
+@pytest.mark.parametrize("stage", sorted(STAGE_MODULES))
+def test_every_module_a_stage_imports_is_a_dep(stage: str) -> None:
+    """A code change reruns the stages that run it: no imported project file is left out."""
+    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
+    deps = [Path(d) for d in spec.get("do", spec)["deps"] if d.startswith(("pipeline", "stages"))]
+    loaded = subprocess.run([sys.executable, "-c", _LOADED_FILES, STAGE_MODULES[stage]],
+                            cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()
+    files = [Path(f).resolve().relative_to(ROOT) for f in loaded]
+    docstring_only = Path("stages/__init__.py")
+    missing = [str(f) for f in files
+               if f != docstring_only and not any(f == d or d in f.parents for d in deps)]
+    assert not missing, f"{stage} imports {missing}, not listed in its dvc.yaml deps"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 from pathlib import Path
 
 import numpy as np
@@ -78,7 +79,8 @@ def test_cli_writes_metrics_table_and_overlays(setup, tmp_path: Path) -> None:
     assert (metrics["dataset"], metrics["split"], metrics["folds"]) == ("camvid", "val", [0])
     assert metrics["unseen_classes"] == ["pole", "pedestrian", "bicyclist"]
     assert set(metrics["protocol"]) == {"binary", "multiclass"} and metrics["units"] == "fraction"
-    assert set(metrics["binary"]) == {"miou", "fb_iou"} == set(metrics["multiclass"])
+    assert set(metrics["binary"]) == {"miou", "fb_iou", "auroc"}  # AUROC: binary episodes only
+    assert set(metrics["multiclass"]) == {"miou", "fb_iou"}
     assert set(metrics["baselines"]) == {"all_foreground", "random_text"}
     assert set(metrics["baselines"]["all_foreground"]) == {"binary"}
     fold = metrics["per_fold"]["fold0"]
@@ -131,6 +133,8 @@ def test_oracle_scores_one_and_all_foreground_matches_hand_count(setup) -> None:
         assert score.miou == 1.0 and score.fb_iou == 1.0
         assert [c for c, v in score.per_class.items() if v == 1.0] == present
         assert all(np.isnan(score.per_class[c]) for c in UNSEEN if c not in present)
+    assert result.scores["fusioner", "binary"].auroc == 1.0  # ranks every pixel right
+    assert math.isnan(result.scores["fusioner", "multiclass"].auroc)  # binary episodes only
     inter, union = {}, {}
     for c in present:  # each episode predicts every labelled pixel of an image showing c
         showing = [lab for lab in labels if (lab == c).any()]
@@ -142,6 +146,7 @@ def test_oracle_scores_one_and_all_foreground_matches_hand_count(setup) -> None:
     assert all_fg.miou == pytest.approx(np.mean([inter[c] / union[c] for c in present]))
     fg = sum(inter.values()) / sum(union.values())
     assert all_fg.bg_iou == 0.0 and all_fg.fb_iou == pytest.approx(fg / 2)
+    assert all_fg.auroc == 0.5  # a constant score ranks nothing
     assert result.episodes["binary"] == sum(
         len({c for c in UNSEEN if (lab == c).any()}) for lab in labels)
 

@@ -1,4 +1,5 @@
-"""IoU accumulation (HSNet's protocol): hand-computed cases and properties."""
+"""IoU accumulation (HSNet's protocol) and binary-episode AUROC: hand-computed cases and
+properties."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from pipeline.metrics import NONE, IoUAccumulator, prediction_map
+from pipeline.metrics import NONE, IoUAccumulator, RankingAccumulator, prediction_map
 
 
 def test_binary_episodes_hand_computed() -> None:
@@ -143,3 +144,34 @@ def test_binary_is_multiclass_with_one_class(label: np.ndarray, mask: np.ndarray
     again = IoUAccumulator((class_id,))
     again.update(moved, label)
     assert np.array_equal(again.confusion, single.confusion)
+
+
+def test_auroc_hand_computed_with_ties_and_ignore() -> None:
+    ranking = RankingAccumulator([3, 4])
+    # positives 0.35, 0.8 against negatives 0.1, 0.4: 3 of 4 pairs ordered -> 0.75
+    ranking.update_binary(3, np.array([[0.1, 0.4], [0.35, 0.8]]), np.array([[0, 4], [3, 3]]))
+    # a second episode of class 3: positive 0.9, negative 0.9 (a tie, counts half), 255 ignored
+    ranking.update_binary(3, np.array([[0.9, 0.9, 0.0]]), np.array([[3, 1, 255]]))
+    # pairs: positives (0.35, 0.8, 0.9) x negatives (0.1, 0.4, 0.9) -> 1+0 + 1+1 + 1+1+0.5 = 5.5
+    assert ranking.per_class()[3] == pytest.approx(5.5 / 9)
+    assert math.isnan(ranking.per_class()[4])  # never queried: no AUROC
+    assert ranking.mean() == pytest.approx(5.5 / 9)
+    constant = RankingAccumulator([3])
+    constant.update_binary(3, np.full((2, 2), 0.7), np.array([[0, 3], [3, 1]]))
+    assert constant.per_class()[3] == 0.5  # all foreground: chance by construction
+    with pytest.raises(ValueError):
+        constant.update_binary(5, np.zeros((2, 2)), np.zeros((2, 2), np.uint8))
+
+
+@given(label=labels, logits=arrays(np.float64, (4, 5), elements=st.floats(-8, 8)))
+def test_auroc_is_the_mann_whitney_statistic(label: np.ndarray, logits: np.ndarray) -> None:
+    logits = np.round(logits, 1)  # well inside one histogram bin each: exact up to ties
+    ranking = RankingAccumulator([2])
+    ranking.update_binary(2, 1 / (1 + np.exp(-logits)), label)
+    valid = label != 255
+    pos, neg = logits[valid & (label == 2)], logits[valid & (label != 2)]
+    if not pos.size or not neg.size:
+        assert math.isnan(ranking.per_class()[2])
+        return
+    pairs = (pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()
+    assert ranking.per_class()[2] == pytest.approx(pairs / (pos.size * neg.size))

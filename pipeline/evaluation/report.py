@@ -61,8 +61,11 @@ def _number(value: float) -> float | None:
 
 def summary(score: IoUResult) -> dict[str, float | None]:
     """The headline numbers of one accumulated result."""
-    return {"miou": _number(score.miou), "fb_iou": _number(score.fb_iou),
-            "fg_iou": _number(score.fg_iou), "bg_iou": _number(score.bg_iou)}
+    out = {"miou": _number(score.miou), "fb_iou": _number(score.fb_iou),
+           "fg_iou": _number(score.fg_iou), "bg_iou": _number(score.bg_iou)}
+    if not math.isnan(score.auroc):
+        out["auroc"] = _number(score.auroc)
+    return out
 
 
 def _scores_block(scores: Mapping[tuple[str, Mode], dict[str, Any]]) -> dict[str, Any]:
@@ -104,9 +107,9 @@ def metrics_document(results: Sequence[FoldResult], split: str,
     """metrics.json: the setting, mean-over-folds headline (miou, fb_iou), and each fold."""
     first = results[0].inputs
     folds = {f"fold{r.inputs.split.fold}": fold_record(r) for r in results}
-    mean = {key: {"miou": _mean([summary(r.scores[key]).get("miou") for r in results]),
-                  "fb_iou": _mean([summary(r.scores[key]).get("fb_iou") for r in results])}
-            for key in sorted(results[0].scores)}
+    mean = {key: {name: _mean([summary(r.scores[key]).get(name) for r in results])
+                  for name in ("miou", "fb_iou", "auroc") if name in summary(score)}
+            for key, score in sorted(results[0].scores.items())}
     modes = list(results[0].episodes)
     return {
         "units": UNITS,

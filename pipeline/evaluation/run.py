@@ -32,7 +32,7 @@ from tqdm import tqdm
 
 from pipeline.data.splits import ZeroShotSplit, evaluation_episodes
 from pipeline.errors import FusionerError, StoreError
-from pipeline.metrics import IoUAccumulator, IoUResult, prediction_map
+from pipeline.metrics import IoUAccumulator, IoUResult, RankingAccumulator, prediction_map
 from pipeline.model.checkpoint import load_fusion_checkpoint, text_expect, visual_expect
 from pipeline.model.fusion import FusionModel
 from pipeline.store import (
@@ -170,6 +170,8 @@ class _FoldPass:
         self.batch_size, self.threshold = batch_size, threshold
         self.acc = {(m.name, mode): IoUAccumulator(self.unseen) for m in methods
                     for mode in modes if mode in m.modes}
+        self.ranking = {m.name: RankingAccumulator(self.unseen) for m in methods
+                        if "binary" in modes and "binary" in m.modes}
         self.episodes: dict[Mode, int] = {mode: 0 for mode in modes}
         self.kept: dict[int, dict[Mode, np.ndarray]] = {p: {} for p in overlays}
         self.binary_probs: dict[int, dict[int, np.ndarray]] = {p: {} for p in overlays}
@@ -191,6 +193,7 @@ class _FoldPass:
                 for (row, c), prob in zip(chunk, probs[:, 0].cpu().numpy(), strict=True):
                     self.acc[method.name, "binary"].update_binary(c, prob > self.threshold,
                                                                   labels[row])
+                    self.ranking[method.name].update_binary(c, prob, labels[row])
                     if method.name == MODEL and positions[row] in self.binary_probs:
                         self.binary_probs[positions[row]][c] = prob
 
@@ -205,6 +208,14 @@ class _FoldPass:
                 self.acc[method.name, "multiclass"].update(pred, labels[row])
                 if method.name == MODEL and positions[row] in self.kept:
                     self.kept[positions[row]]["multiclass"] = pred
+
+    def results(self) -> dict[tuple[str, Mode], IoUResult]:
+        """Every (method, mode) result; binary ones carry their threshold-free AUROC."""
+        out = {key: acc.result() for key, acc in self.acc.items()}
+        for name, ranking in self.ranking.items():
+            out[name, "binary"] = replace(out[name, "binary"], auroc=ranking.mean(),
+                                          per_class_auroc=ranking.per_class())
+        return out
 
     def overlays(self) -> dict[int, dict[Mode, np.ndarray]]:
         """Kept predictions; binary = the present classes, each queried alone, merged by argmax
@@ -237,8 +248,7 @@ def evaluate_fold(inputs: FoldInputs, methods: Sequence[Method], modes: Sequence
             state.binary(tokens, labels, positions)
         if "multiclass" in modes:
             state.multiclass(tokens, labels, positions)
-    scores = {key: acc.result() for key, acc in state.acc.items()}
-    return FoldResult(inputs, scores, state.episodes, images, state.overlays())
+    return FoldResult(inputs, state.results(), state.episodes, images, state.overlays())
 
 
 def open_folds(checkpoints: Sequence[Path | str], cache_dir: Path | str, split: str,
@@ -275,8 +285,8 @@ def run_folds(folds: Sequence[FoldInputs], *, modes: Sequence[Mode] = MODES,
             result.scores.update({(SEEN_REFERENCE, mode): score
                                   for (_, mode), score in seen.scores.items()})
         for (method, mode), score in sorted(result.scores.items()):
-            log.info("fold %d %s %s: mIoU %.4f FB-IoU %.4f", inputs.split.fold, mode, method,
-                     score.miou, score.fb_iou)
+            log.info("fold %d %s %s: mIoU %.4f FB-IoU %.4f AUROC %.4f", inputs.split.fold, mode,
+                     method, score.miou, score.fb_iou, score.auroc)
         results.append(result)
     return results
 
