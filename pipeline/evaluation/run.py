@@ -285,8 +285,9 @@ def run_folds(folds: Sequence[FoldInputs], *, modes: Sequence[Mode] = MODES,
             result.scores.update({(SEEN_REFERENCE, mode): score
                                   for (_, mode), score in seen.scores.items()})
         for (method, mode), score in sorted(result.scores.items()):
-            log.info("fold %d %s %s: mIoU %.4f FB-IoU %.4f AUROC %.4f", inputs.split.fold, mode,
-                     method, score.miou, score.fb_iou, score.auroc)
+            ranking = "" if np.isnan(score.auroc) else f" AUROC {score.auroc:.4f}"
+            log.info("fold %d %s %s: mIoU %.4f FB-IoU %.4f%s", inputs.split.fold, mode, method,
+                     score.miou, score.fb_iou, ranking)
         results.append(result)
     return results
 
