@@ -84,6 +84,7 @@ def test_cli_writes_metrics_table_and_overlays(setup, tmp_path: Path) -> None:
     assert set(metrics["baselines"]) == {"all_foreground", "random_text"}
     assert set(metrics["baselines"]["all_foreground"]) == {"binary"}
     fold = metrics["per_fold"]["fold0"]
+    assert list(fold["unseen_auroc"]) == ["pole", "pedestrian", "bicyclist"]
     assert fold["images"] == 10 and fold["episodes"]["multiclass"] == 10
     assert fold["binary"]["miou"] == metrics["binary"]["miou"]  # one fold: mean == the fold
     assert all(0.0 <= x <= 1.0 for x in _leaves(metrics))

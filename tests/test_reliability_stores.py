@@ -50,6 +50,10 @@ STORE_TAMPERS: dict[str, tuple[Callable[[Path], None], str]] = {
     "text-embedding-shape": (lambda s: _tamper_json(
         s.parents[2] / "text" / "minilm_l6" / "camvid.zarr" / "embeddings",
         lambda m: m.update(shape=[5, m["shape"][1]])), "embeddings"),
+    "missing-text-embeddings": (lambda s: shutil.rmtree(
+        s.parents[2] / "text" / "minilm_l6" / "camvid.zarr" / "embeddings"), "embeddings"),
+    "labels-rows": (lambda s: _tamper_json(
+        s / "labels", lambda m: m.update(shape=[7, *m["shape"][1:]])), "labels"),
 }
 
 

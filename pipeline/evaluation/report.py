@@ -87,7 +87,7 @@ def _scores_block(scores: Mapping[tuple[str, Mode], dict[str, Any]]) -> dict[str
 def fold_record(result: FoldResult) -> dict[str, Any]:
     """Per-fold metrics: what was evaluated and every (method, mode) summary."""
     inputs = result.inputs
-    return {
+    record = {
         "fold": inputs.split.fold,
         "checkpoint": str(inputs.checkpoint),
         "unseen_classes": [inputs.class_names[c] for c in inputs.split.unseen],
@@ -95,6 +95,11 @@ def fold_record(result: FoldResult) -> dict[str, Any]:
         "episodes": dict(result.episodes),
         **_scores_block({key: summary(s) for key, s in sorted(result.scores.items())}),
     }
+    binary = result.scores.get((MODEL, "binary"))
+    if binary is not None:  # the model's threshold-free score per unseen class
+        record["unseen_auroc"] = {inputs.class_names[c]: _number(v)
+                                  for c, v in binary.per_class_auroc.items()}
+    return record
 
 
 def _mean(values: Sequence[float | None]) -> float | None:

@@ -95,12 +95,14 @@ def _normalise(value: Any) -> Any:
 
 
 def check_shapes(path: Path | str, group: zarr.Group, expected: Mapping[str, tuple]) -> None:
-    """Raise ``StoreError`` unless each array named in ``expected`` exists with that shape."""
+    """Raise ``StoreError`` unless each array named in ``expected`` exists with that shape
+    (a ``None`` entry matches any size: a dimension the attributes do not record)."""
     for name, shape in expected.items():
         try:
             found = tuple(group[name].shape)
         except (KeyError, ValueError, OSError) as exc:
             raise StoreError(f"{path}: array '{name}' missing or unreadable ({exc})") from exc
-        if found != tuple(shape):
+        if len(found) != len(shape) or any(w is not None and f != w
+                                           for f, w in zip(found, shape, strict=True)):
             raise StoreError(f"{path}: array '{name}' has shape {found}, its attributes say "
                              f"{tuple(shape)} (tampered or foreign store?)")

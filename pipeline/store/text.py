@@ -51,8 +51,7 @@ def write_text_store(path: Path | str, class_names: list[str], embeddings: np.nd
 def read_text_store(path: Path | str, expect: Mapping[str, Any] | None = None) -> TextEmbeddings:
     """Read a complete text store; ``expect`` lists attributes it must have."""
     group = open_complete_group(path, "text", expect)
-    count = group.attrs["num_classes"]
-    dim = group.attrs.get("feature_dim", group["embeddings"].shape[-1])
+    count, dim = group.attrs.get("num_classes"), group.attrs.get("feature_dim")
     check_shapes(path, group, {"class_names": (count,), "embeddings": (count, dim)})
     return TextEmbeddings(
         class_names=[str(n) for n in group["class_names"][:]],
