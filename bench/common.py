@@ -74,6 +74,11 @@ def timed(fn: Callable[[], Any], repeats: int, warmup: int = 1) -> list[float]:
     return seconds
 
 
+def device_name(device: str) -> str:
+    """``CPU`` or the CUDA card's name, for table titles."""
+    return torch.cuda.get_device_name() if device == "cuda" else "CPU"
+
+
 def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 

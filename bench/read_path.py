@@ -3,7 +3,11 @@
 Every row streams the same items through the training Dataset (``CachedFeatureDataset``'s
 ``__getitem__``: patch tokens + CLS token + label map, converted as training converts them) in a
 shuffled order, from: the Zarr store under several codecs / shard sizes, raw ``.npy`` memmaps
-of the same arrays, and HDF5 exports (``pipeline.store.hdf5_export``). Throughput counts the
+of the same arrays, and HDF5 exports (``pipeline.store.hdf5_export``). Two orders: images
+shuffled one by one (one read call per image and array), and block-shuffled as ``fusioner-fit``
+reads by default (``BlockShuffleSampler``, shards shuffled and mixed 4 at a time; the Dataset
+reads a whole shard per call and serves its images from memory). Each row is compared with the
+memmap read in the same order. Throughput counts the
 stored (decoded) bytes per item. "warm" = files in the page cache (the usual case: a store of
 a few GB sits in RAM after the first epoch); "cold" = every file evicted from the page cache
 (``posix_fadvise(DONTNEED)``) before each pass.
@@ -14,10 +18,13 @@ Run: ``python -m bench.read_path [--quick]``.
 from __future__ import annotations
 
 import argparse
+import copy
 import functools
 import os
 import shutil
-from collections.abc import Callable, Mapping
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -38,20 +45,22 @@ from bench.common import (
     train_store,
 )
 from pipeline.store import CachedFeatureDataset, loader_kwargs
+from pipeline.store.blocks import BlockShuffleSampler
 from pipeline.store.hdf5_export import export_visual_store_to_hdf5
 from pipeline.store.layout import ITEM_ARRAYS
 from pipeline.store.visual import StoreCodec
 
-CODECS = {  # label -> codec; clevel 0 = blosc stores the bytes as they are
-    "none (blosc clevel 0)": StoreCodec("lz4", 0, "noshuffle"),
-    "lz4-1 shuffle": StoreCodec("lz4", 1, "shuffle"),
-    "lz4-1 bitshuffle": StoreCodec("lz4", 1, "bitshuffle"),
-    "zstd-1 shuffle": StoreCodec("zstd", 1, "shuffle"),
-    "zstd-1 bitshuffle": StoreCodec("zstd", 1, "bitshuffle"),
-    "zstd-3 bitshuffle": StoreCodec("zstd", 3, "bitshuffle"),
-}
+DEFAULT = StoreCodec()
+CODECS = [  # features: raw / fast / strong codec, one chunk per shard or one per image
+    StoreCodec(chunk_images=chunk, **codec)
+    for codec in ({}, {"cname": "lz4", "clevel": 1, "shuffle": "bitshuffle"},
+                  {"cname": "zstd", "clevel": 1, "shuffle": "bitshuffle"})
+    for chunk in (0, 1)
+]
 SHARD_SIZES = (8, 32, 128)
 CHUNK_IMAGES = (1, 2, 4)
+MIX = 4  # shards mixed per shuffle window (the FitConfig default)
+ORDERS = ("per image", "shard reads")
 
 
 def open_npy(folder: str) -> dict[str, np.ndarray]:
@@ -68,6 +77,7 @@ class ArrayFeatures(CachedFeatureDataset):
 
     def __init__(self, opener: Callable[[], Mapping[str, Any]], num_images: int) -> None:
         self.path, self.attrs, self.indices = Path("."), {}, list(range(num_images))
+        self.block_images, self.cache_blocks, self._blocks = 32, 0, OrderedDict()
         self.opener, self._arrays, self._pid = opener, None, None
 
     def open_arrays(self) -> Mapping[str, Any]:
@@ -92,21 +102,47 @@ def evict(path: Path) -> None:
             os.close(fd)
 
 
-def stream(dataset: CachedFeatureDataset, order: np.ndarray) -> None:
+def stream(dataset: CachedFeatureDataset, order: Iterable[int]) -> None:
     for item in order:
         dataset[int(item)]
 
 
-def measure(dataset: CachedFeatureDataset, path: Path, repeats: int, cold: bool) -> float:
+def block_reader(dataset: CachedFeatureDataset) -> CachedFeatureDataset:
+    """The same Dataset reading whole shards (``MIX`` kept), as ``fusioner-fit`` does."""
+    reader = copy.copy(dataset)
+    reader.cache_blocks, reader._blocks = (MIX if isinstance(dataset.path, Path)
+                                           and dataset.path.suffix == ".zarr" else 0), OrderedDict()
+    return reader
+
+
+def shuffled(dataset: CachedFeatureDataset, order: str, epoch: int) -> list[int]:
+    """A fresh pass order: images shuffled one by one, or block-shuffled (``MIX`` shards)."""
+    if order == "per image":
+        return np.random.default_rng(epoch).permutation(len(dataset)).tolist()
+    blocks = [dataset.block_of(i) for i in range(len(dataset))]
+    sampler = BlockShuffleSampler(blocks, MIX, seed=0)
+    sampler.set_epoch(epoch)
+    return list(sampler)
+
+
+def measure(dataset: CachedFeatureDataset, path: Path, repeats: int, cold: bool,
+            order: str = "per image") -> float:
     """Median seconds of one shuffled pass over ``dataset`` (a fresh order each pass)."""
-    rng = np.random.default_rng(0)
+    reader = dataset if order == "per image" else block_reader(dataset)
+    epochs = iter(range(repeats + 1))
 
     def one_pass() -> None:
+        reader._blocks.clear()  # every shard is read in each pass, none kept from the last
         if cold:
             evict(path)
-        stream(dataset, rng.permutation(len(dataset)))
+        stream(reader, shuffled(reader, order, next(epochs)))
 
     return median(timed(one_pass, repeats))
+
+
+def zarr_label(codec: StoreCodec, shard: int) -> str:
+    default = " (default)" if codec == DEFAULT and shard == 32 else ""
+    return f"zarr {codec.label()}, shard {shard}{default}"
 
 
 def build_variants(source: Path, work: Path, n_images: int) -> dict[str, tuple[Path, Any]]:
@@ -121,17 +157,15 @@ def build_variants(source: Path, work: Path, n_images: int) -> dict[str, tuple[P
         np.save(raw / f"{name}.npy", np.asarray(group[name][:]))
     variants["npy memmap (limit)"] = (raw, ArrayFeatures(
         functools.partial(open_npy, str(raw)), n_images))
-    for label, codec in CODECS.items():
-        path = work / f"{codec.cname}-{codec.clevel}-{codec.shuffle}.zarr"
+    for codec in CODECS:
+        path = work / f"{codec.label()}.zarr"
         rewrite_store(base, path, np.arange(n_images), codec)
-        variants[f"zarr {label}, shard 32"] = (path, CachedFeatureDataset(path))
-    default = StoreCodec()
+        variants[zarr_label(codec, 32)] = (path, CachedFeatureDataset(path))
     for shard in SHARD_SIZES:
         if shard != 32:
-            path = rewrite_store(base, work / f"shard{shard}.zarr", np.arange(n_images), default,
+            path = rewrite_store(base, work / f"shard{shard}.zarr", np.arange(n_images), DEFAULT,
                                  shard)
-            variants[f"zarr {default.cname}-{default.clevel} {default.shuffle}, shard {shard}"] = (
-                path, CachedFeatureDataset(path))
+            variants[zarr_label(DEFAULT, shard)] = (path, CachedFeatureDataset(path))
     for compression, opts in ((None, None), ("lzf", None), ("gzip", 1)):
         h5 = export_visual_store_to_hdf5(base, work / f"h5-{compression}.h5", compression, opts)
         label = f"hdf5 {compression or 'raw'}{'-' + str(opts) if opts else ''}, chunk 1 image"
@@ -147,17 +181,17 @@ def granularity_table(base: Path, work: Path, repeats: int) -> Table:
     order = np.random.default_rng(0).permutation(tokens.shape[0])
     nbytes = tokens.nbytes
     limit = median(timed(lambda: [np.asarray(memmap[i], np.float32) for i in order], repeats))
-    codec = StoreCodec()
+    codec = StoreCodec("zstd", 1, "bitshuffle")
     table = Table("Read path: access granularity (patch_tokens only, warm cache, to float32)",
                   ["zarr access", "MB/s", "vs memmap per image"],
                   notes=[f"memmap, one shuffled image per call: {nbytes / MB / limit:.0f} MB/s; "
-                         f"zarr {codec.cname}-{codec.clevel} {codec.shuffle}, shard 32 images"])
+                         f"zarr {codec.label()}, shard 32 images"])
     for k in CHUNK_IMAGES:
         path = work / f"chunk{k}.zarr"
         shutil.rmtree(path, ignore_errors=True)
         array = zarr.create_array(str(path), shape=tokens.shape, dtype="float16",
                                   chunks=(k, *tokens.shape[1:]), shards=(32, *tokens.shape[1:]),
-                                  compressors=codec.blosc())
+                                  compressors=codec.compressors())
         array[:] = tokens
         seconds = median(timed(lambda a=array: [np.asarray(a[i], np.float32) for i in order],
                                repeats))
@@ -175,20 +209,44 @@ def granularity_table(base: Path, work: Path, repeats: int) -> Table:
 
 def loader_table(variants: dict[str, tuple[Path, Any]], keys: list[str], n_images: int,
                  per_item: int, repeats: int, batch_size: int = 8) -> Table:
-    """The same reads through a DataLoader (batch 8, shuffled), 0 vs 2 spawn workers."""
+    """The same reads through a DataLoader (batch 8, shuffled), 0 vs 2 spawn workers, images
+    shuffled one by one vs block-shuffled (the fit default)."""
     table = Table(f"Read path through the DataLoader (batch {batch_size}, shuffled, warm cache)",
-                  ["container", "workers", "MB/s", "items/s", "vs memmap"])
-    for workers in (0, 2):
-        limit = 0.0
-        for key in keys:  # the memmap first
-            loader = DataLoader(variants[key][1], batch_size=batch_size, shuffle=True,
-                                **loader_kwargs(workers))
-            seconds = median(timed(lambda ld=loader: [None for _ in ld], repeats))
-            limit = limit or seconds
-            table.add(key, workers, n_images * per_item / MB / seconds, n_images / seconds,
-                      limit / seconds)
-            del loader
+                  ["container", "read order", "workers", "MB/s", "items/s", "vs memmap"])
+    for order in ORDERS:
+        for workers in (0, 2):
+            limit = 0.0
+            for key in keys:  # the memmap first
+                dataset = variants[key][1]
+                seconds = median([loader_pass(dataset, order, workers, batch_size, epoch)
+                                  for epoch in range(repeats)])
+                items = n_images - batch_size * max(workers, 1)  # first batches not timed
+                limit = limit or seconds
+                table.add(key, order, workers, items * per_item / MB / seconds,
+                          items / seconds, limit / seconds)
     return table
+
+
+def loader_pass(dataset: CachedFeatureDataset, order: str, workers: int, batch_size: int,
+                epoch: int) -> float:
+    """Seconds from each worker's first batch to the end of one pass of a fresh DataLoader
+    (fresh workers and shard caches; their start-up is not counted)."""
+    if order == "per image":
+        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True,
+                            **{**loader_kwargs(workers), "persistent_workers": False})
+    else:
+        reader = block_reader(dataset)
+        sampler = BlockShuffleSampler([reader.block_of(i) for i in range(len(reader))], MIX)
+        sampler.set_epoch(epoch)
+        loader = DataLoader(reader, batch_size=batch_size, sampler=sampler,
+                            **{**loader_kwargs(workers), "persistent_workers": False})
+    batches = iter(loader)
+    for _ in range(max(workers, 1)):  # one batch from each worker: all of them have started
+        next(batches)
+    tick = time.perf_counter()
+    for _ in batches:
+        pass
+    return time.perf_counter() - tick
 
 
 def run(quick: bool = False, work: Path = BENCH_CACHE / "read_path") -> list[Table]:
@@ -196,25 +254,31 @@ def run(quick: bool = False, work: Path = BENCH_CACHE / "read_path") -> list[Tab
     source = train_store(ensure_stores(64))
     shutil.rmtree(work, ignore_errors=True)
     variants = build_variants(source, work, n_images)
-    per_item = item_bytes(variants["zarr zstd-1 bitshuffle, shard 32"][0])
+    per_item = item_bytes(variants[zarr_label(DEFAULT, 32)][0])
     raw_size = per_item * n_images
     results = {}
-    for cold in (False, True):
-        for label, (path, dataset) in variants.items():
-            results[label, cold] = measure(dataset, path, repeats, cold)
+    for order in ORDERS:
+        for cold in (False, True):
+            for label, (path, dataset) in variants.items():
+                results[label, order, cold] = measure(dataset, path, repeats, cold, order)
     table = Table(
         f"Read path: training Dataset items, {n_images} images x {per_item / 1e3:.0f} kB, "
-        "shuffled, main process", ["container", "size MB", "ratio", "warm MB/s", "warm vs memmap",
-                                   "cold MB/s", "cold vs memmap"],
-        notes=["ratio = raw f16 bytes / bytes on disk; vs memmap = throughput / memmap's "
-               "(same run, median of repeats)"])
-    limit = {cold: results["npy memmap (limit)", cold] for cold in (False, True)}
-    for label, (path, _) in variants.items():
-        warm, cold = results[label, False], results[label, True]
-        table.add(label, dir_bytes(path) / MB, raw_size / dir_bytes(path), raw_size / MB / warm,
-                  limit[False] / warm, raw_size / MB / cold, limit[True] / cold)
+        "shuffled, main process", ["container", "read order", "size MB", "ratio", "warm MB/s",
+                                   "warm vs memmap", "cold MB/s", "cold vs memmap"],
+        notes=["ratio = raw f16 bytes / bytes on disk; vs memmap = throughput / memmap's in the "
+               "same order (same run, median of repeats)",
+               f"shard reads: block-shuffled order (mix {MIX}); Zarr reads a whole shard per call, "
+               "memmap/HDF5 still read per image (their per-call cost is small)"])
+    for order in ORDERS:
+        limit = {cold: results["npy memmap (limit)", order, cold] for cold in (False, True)}
+        for label, (path, _) in variants.items():
+            warm, cold = results[label, order, False], results[label, order, True]
+            table.add(label, order, dir_bytes(path) / MB, raw_size / dir_bytes(path),
+                      raw_size / MB / warm, limit[False] / warm, raw_size / MB / cold,
+                      limit[True] / cold)
     tables = [table, granularity_table(work / "default.zarr", work, repeats)]
-    keys = ["npy memmap (limit)", "zarr zstd-1 bitshuffle, shard 32"]
+    keys = ["npy memmap (limit)", zarr_label(DEFAULT, 32),
+            zarr_label(StoreCodec("zstd", 1, "bitshuffle", 1), 32)]
     tables.append(loader_table(variants, keys, n_images, per_item, repeats))
     return tables
 

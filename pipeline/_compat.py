@@ -10,6 +10,7 @@ declare their schemas (no kernels): importing works, and calling ``nms`` would s
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 
 import torch
 
@@ -28,12 +29,26 @@ def _operator_exists(name: str) -> bool:
     return True
 
 
+def _load_torchvision_extension(package: Path) -> bool:
+    """Load torchvision's C extension (it defines the operators); False if it cannot load here."""
+    for library in sorted(package.glob("_C*.so")):
+        try:
+            torch.ops.load_library(str(library))
+        except (OSError, RuntimeError):
+            return False
+        return True
+    return False
+
+
 def declare_missing_torchvision_ops() -> None:
     """Declare torchvision operator schemas that its unloadable C extension would have defined."""
     global _library
-    if _library is not None or importlib.util.find_spec("torchvision") is None:
+    spec = importlib.util.find_spec("torchvision")
+    if _library is not None or spec is None or spec.origin is None:
         return
     missing = [name for name in _SCHEMAS if not _operator_exists(name)]
+    if missing and _load_torchvision_extension(Path(spec.origin).parent):
+        missing = [name for name in _SCHEMAS if not _operator_exists(name)]  # a matching build
     if not missing:
         return
     _library = torch.library.Library("torchvision", "FRAGMENT")

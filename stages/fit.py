@@ -59,6 +59,9 @@ def _channels(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple
 @click.option("--unseen-as", type=click.Choice(["ignore", "background"]),
               default=DEFAULTS.unseen_as,
               help="Unseen-class pixels in training: ignored, or background (negatives).")
+@click.option("--block-mix", type=click.IntRange(min=0), default=DEFAULTS.block_mix,
+              help="Shuffle store shards, then images within windows of this many shards "
+                   "(each shard read once per epoch); 0: shuffle single images.")
 @click.option("--seed", type=int, default=DEFAULTS.seed)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=DEFAULTS.device,
               help="auto: CUDA (bf16 autocast) when present, else CPU. torchrun: DDP.")

@@ -22,17 +22,20 @@ from pipeline.store.visual import StoreCodec
 def test_every_container_gives_the_same_items(tmp_path, make_stores):
     source = make_stores(tmp_path, num_images=6, splits=("train",)).visual_paths["train"]
     rows = [5, 0, 0, 3, 1, 2, 4, 5]  # repeats allowed (tiling)
-    store = rewrite_store(source, tmp_path / "lz4.zarr", rows, StoreCodec("lz4", 1, "shuffle"), 3)
+    codec = StoreCodec("lz4", 1, "shuffle", chunk_images=1)
+    store = rewrite_store(source, tmp_path / "lz4.zarr", rows, codec, 3)
     group = zarr.open_group(str(store), mode="r")
-    assert group.attrs["num_images"] == 8 and group.attrs["codec"] == "blosc-lz4-1-shuffle"
+    assert group.attrs["num_images"] == 8 and group.attrs["codec"] == "blosc-lz4-1-shuffle-chunk1"
     original = CachedFeatureDataset(source)
     np.testing.assert_array_equal(group["patch_tokens"][1], original[0]["patch_tokens"].numpy())
     for name in ITEM_ARRAYS:
         np.save(tmp_path / f"{name}.npy", np.asarray(group[name][:]))
     h5 = export_visual_store_to_hdf5(store, tmp_path / "x.h5", "gzip", 1)
     reference = CachedFeatureDataset(store)
+    default = rewrite_store(source, tmp_path / "default.zarr", rows, StoreCodec(), 3)
     others = [ArrayFeatures(functools.partial(open_npy, str(tmp_path)), 8),
-              ArrayFeatures(functools.partial(open_hdf5, str(h5)), 8)]
+              ArrayFeatures(functools.partial(open_hdf5, str(h5)), 8),
+              CachedFeatureDataset(default), CachedFeatureDataset(default, cache_blocks=1)]
     for i in range(8):
         want = reference[i]
         for other in others:

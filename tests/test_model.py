@@ -48,6 +48,31 @@ def test_forward_backward_shapes() -> None:
     assert probs.shape == (2, 3, 64, 80) and 0 <= probs.min() and probs.max() <= 1
 
 
+def test_narrow_cosine_head_equals_the_wide_one() -> None:
+    """The head computed at the decoder's last width gives the wide map's logits and gradients."""
+    model = _model(embed_dim=64).double().eval()
+    for param in model.decoder.out.parameters():
+        torch.nn.init.normal_(param, std=0.5)  # a non-trivial bias too
+    tokens, text = torch.randn(2, 3, 4, 16, dtype=torch.float64), torch.randn(2, 5, 12,
+                                                                               dtype=torch.float64)
+
+    def wide() -> torch.Tensor:
+        patches, classes = model.fuse(tokens, text)
+        pixels = torch.nn.functional.normalize(model.decoder(patches), dim=1)
+        cosine = torch.einsum("bchw,bkc->bkhw", pixels,
+                              torch.nn.functional.normalize(classes, dim=-1))
+        return cosine / model.config.temperature
+
+    grads = []
+    for logits in (model(tokens, text), wide()):
+        model.zero_grad()
+        (logits.sin().sum()).backward()
+        grads.append([p.grad.clone() for p in model.parameters()])
+    torch.testing.assert_close(model(tokens, text), wide(), rtol=1e-9, atol=1e-9)
+    for narrow, reference in zip(*grads, strict=True):
+        torch.testing.assert_close(narrow, reference, rtol=1e-7, atol=1e-9)
+
+
 def test_paper_config_builds() -> None:
     config = FusionConfig(visual_dim=384, text_dim=384)
     assert (config.dim, config.layers, config.heads, config.embed_dim) == (512, 12, 8, 512)

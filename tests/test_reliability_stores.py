@@ -47,6 +47,7 @@ STORE_TAMPERS: dict[str, tuple[Callable[[Path], None], str]] = {
     "missing-array": (lambda s: shutil.rmtree(s / "cls_token"), "cls_token"),
     "truncated-shard": (lambda s: _first_shard(s / "patch_tokens").write_bytes(b"\0" * 10),
                         "damaged"),
+    "deleted-shard": (lambda s: _first_shard(s / "patch_tokens").unlink(), "missing"),
     "text-embedding-shape": (lambda s: _tamper_json(
         s.parents[2] / "text" / "minilm_l6" / "camvid.zarr" / "embeddings",
         lambda m: m.update(shape=[5, m["shape"][1]])), "embeddings"),

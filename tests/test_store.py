@@ -21,6 +21,7 @@ from pipeline.store import (
     read_text_store,
     write_text_store,
 )
+from pipeline.store.blocks import BlockShuffleSampler
 
 ATTRS = {"encoder": "dino_vits16", "weights_sha256": "abc", "image_size": [32, 48],
          "grid_size": [2, 3], "feature_dim": 8, "dataset": "toy", "split": "train"}
@@ -50,8 +51,8 @@ def test_round_trip_and_layout(tmp_path: Path) -> None:
     tokens, labels, ids = _write(path)
     group = open_visual_store(path, {"encoder": "dino_vits16"})
     assert group["patch_tokens"].dtype == np.float16
-    assert group["patch_tokens"].chunks == (1, 2, 3, 8)
-    assert group["patch_tokens"].shards == (2, 2, 3, 8)
+    assert group["patch_tokens"].chunks == (2, 2, 3, 8)  # one chunk per 2-image shard
+    assert group["patch_tokens"].compressors == ()  # raw float16: features barely compress
     assert group["labels"].dtype == np.uint8
     assert group.attrs["complete"] is True and group.attrs["format_version"] == 1
     dataset = CachedFeatureDataset(path)
@@ -160,3 +161,44 @@ def test_property_text_store_round_trip(tmp_path_factory, class_names: list[str]
     back = read_text_store(path)
     assert back.class_names == class_names
     assert np.array_equal(back.embeddings.numpy(), vectors)
+
+
+@pytest.mark.parametrize("world_size", [1, 2, 3])
+def test_block_shuffle_visits_every_item_shard_by_shard(world_size: int) -> None:
+    """Each epoch: every item once (ranks split it), items of a window of ``mix`` shards
+    together, a new order per epoch, the same order on every rank."""
+    blocks = [i // 4 for i in range(30)]  # 8 shards of 4 (the last one of 2)
+    orders = []
+    for epoch in (0, 1):
+        ranks = [BlockShuffleSampler(blocks, mix=2, seed=3, rank=r, world_size=world_size)
+                 for r in range(world_size)]
+        for sampler in ranks:
+            sampler.set_epoch(epoch)
+        parts = [list(sampler) for sampler in ranks]
+        assert {len(part) for part in parts} == {len(ranks[0])}
+        order = [part[step] for step in range(len(parts[0])) for part in parts]  # interleaved
+        assert sorted(set(order)) == list(range(30))
+        assert len(order) - 30 < world_size  # padding only to a multiple of world_size
+        whole = order[:30]
+        window: set[int] = set()
+        closed: set[int] = set()
+        for item in whole:  # windows of <= 2 shards; a shard left behind never comes back
+            block = blocks[item]
+            if block not in window and len(window) == 2:
+                closed |= window
+                window = set()
+            assert block not in closed
+            window.add(block)
+        orders.append(whole)
+    assert orders[0] != orders[1]
+
+
+def test_shard_cache_serves_the_same_items(make_stores, tmp_path: Path) -> None:
+    path = make_stores(tmp_path, num_images=7, splits=("train",)).visual_paths["train"]
+    plain, cached = CachedFeatureDataset(path), CachedFeatureDataset(path, cache_blocks=2)
+    assert cached.block_images == 4 and [cached.block_of(i) for i in (0, 3, 4, 6)] == [0, 0, 1, 1]
+    for item in np.random.default_rng(0).permutation(7).tolist() * 2:
+        want, got = plain[item], cached[item]
+        for key in ("patch_tokens", "cls_token", "label"):
+            assert torch.equal(got[key], want[key])
+        assert len(cached._blocks) <= 2

@@ -55,7 +55,7 @@ class HFTextEncoder(TextEncoder):
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         batch = self.tokenizer(
             prompts, padding=True, truncation=True, max_length=64, return_tensors="pt"
-        )
+        ).to(self.model.device)
         hidden = self.model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1.0)
@@ -75,7 +75,8 @@ class OpenClipTextEncoder(TextEncoder):
         self.tokenizer = open_clip.get_tokenizer(model_name)
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        return self.model.encode_text(self.tokenizer(prompts))
+        device = next(self.model.parameters()).device
+        return self.model.encode_text(self.tokenizer(prompts).to(device))
 
 
 def build_hf(spec: EncoderSpec, weights: Path | None) -> TextEncoder:

@@ -94,8 +94,9 @@ def open_fold(checkpoint: Path | str, cache_dir: Path | str, split: str,
     model, meta = load_fusion_checkpoint(checkpoint, device)
     dataset = meta["dataset"]
     visual_path = visual_store_path(cache_dir, meta["visual"]["encoder"], dataset, split)
-    features = CachedFeatureDataset(visual_path, expect={**visual_expect(meta),
-                                                         "dataset": dataset, "split": split})
+    features = CachedFeatureDataset(visual_path, cache_blocks=1,  # read in order, shard by shard
+                                    expect={**visual_expect(meta), "dataset": dataset,
+                                            "split": split})
     text = read_text_store(text_store_path(cache_dir, meta["text"]["encoder"], dataset),
                            expect={**text_expect(meta), "dataset": dataset})
     names = [str(n) for n in meta["class_names"]]

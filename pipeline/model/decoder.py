@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -37,3 +38,27 @@ class ConvUpsampler(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.out(self.stages(x))
+
+    def cosine_logits(self, x: Tensor, classes: Tensor) -> Tensor:
+        """cosine(``out(stages(x))`` per pixel, ``classes`` (B, K, out_channels)) as (B, K, H, W).
+
+        Exactly ``einsum(normalize(self(x)), normalize(classes))``, computed without the wide
+        (out_channels) pixel map: with f the last stage's c-channel pixel feature and y = W f + b
+        the 1x1 conv, y . t = f . (W^T t) + b . t and |y|^2 = f^T (W^T W) f + 2 (W^T b) . f + b . b,
+        all at width c (e.g. 32 instead of 256) where the map is largest. Runs in float32 or wider.
+        """
+        features = self.stages(x)
+        dtype = torch.promote_types(features.dtype, torch.float32)
+        with torch.autocast(x.device.type, enabled=False):
+            features = features.to(dtype)
+            weight = self.out.weight.flatten(1).to(dtype)  # (E, c)
+            bias = self.out.bias.to(dtype)  # (E,)
+            classes = F.normalize(classes.to(dtype), dim=-1)
+            dots = torch.einsum("bchw,bkc->bkhw", features, classes @ weight)
+            dots = dots + (classes @ bias)[..., None, None]
+            gram = weight.T @ weight  # (c, c)
+            linear = (weight.T @ bias)[None, :, None, None]
+            mixed = torch.einsum("dc,bchw->bdhw", gram, features)
+            squared = (features * (mixed + 2 * linear)).sum(1)
+            norm = (squared + bias @ bias).clamp_min(1e-24).sqrt()  # F.normalize's eps, squared
+            return dots / norm.unsqueeze(1)

@@ -116,9 +116,7 @@ class FusionModel(nn.Module):
                 text_mask: Tensor | None = None) -> Tensor:
         """Mask logits (B, K, h*up, w*up): cosine(pixel feature, class token) / temperature."""
         patches, classes = self.fuse(patch_tokens, text, text_mask)
-        pixels = F.normalize(self.decoder(patches), dim=1)
-        classes = F.normalize(classes, dim=-1)
-        return torch.einsum("bchw,bkc->bkhw", pixels, classes) / self.config.temperature
+        return self.decoder.cosine_logits(patches, classes) / self.config.temperature
 
     @torch.no_grad()
     def predict(self, patch_tokens: Tensor, text: Tensor, text_mask: Tensor | None = None,

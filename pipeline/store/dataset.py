@@ -2,11 +2,15 @@
 
 The Zarr group is opened on first access in each process (never inherited across ``fork``:
 zarr v3's event loop and fork deadlock), and ``loader_kwargs`` asks for ``spawn`` workers.
+With ``cache_blocks`` > 0 an item is served from its whole shard, read in one call per array and
+kept among the last ``cache_blocks`` shards: fast for sequential or block-shuffled order
+(``pipeline.store.blocks``), wasteful for fully random order (one shard read per item).
 """
 
 from __future__ import annotations
 
 import os
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -25,11 +29,14 @@ class CachedFeatureDataset(Dataset):
     """Items: ``patch_tokens`` (h, w, C) f32, ``cls_token`` (C,), ``label`` (H, W), ``index``."""
 
     def __init__(self, path: Path | str, expect: Mapping[str, Any] | None = None,
-                 indices: Sequence[int] | None = None) -> None:
+                 indices: Sequence[int] | None = None, cache_blocks: int = 0) -> None:
         self.path = Path(path)
         group = open_visual_store(self.path, expect)  # validates once, up front
         self.attrs = dict(group.attrs)
         self.indices = list(range(self.attrs["num_images"])) if indices is None else list(indices)
+        self.block_images = max(int(self.attrs.get("shard_images", 1)), 1)
+        self.cache_blocks = cache_blocks
+        self._blocks: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
         self._arrays: Mapping[str, Any] | None = None
         self._pid: int | None = None
 
@@ -39,7 +46,12 @@ class CachedFeatureDataset(Dataset):
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
         state["_arrays"] = None  # never ship an open store to a worker
+        state["_blocks"] = OrderedDict()
         return state
+
+    def block_of(self, item: int) -> int:
+        """The shard holding ``item`` (what ``BlockShuffleSampler`` groups by)."""
+        return self.indices[item] // self.block_images
 
     def open_arrays(self) -> Mapping[str, Any]:
         """Name -> array of this store; looked up once per process (a lookup re-reads metadata)."""
@@ -58,11 +70,26 @@ class CachedFeatureDataset(Dataset):
         """Every label map of this dataset (N, H, W) uint8, e.g. to plan training episodes."""
         return np.asarray(self._open()["labels"][:])[self.indices]
 
+    def _read(self, index: int) -> list[np.ndarray]:
+        """The ``ITEM_ARRAYS`` of store image ``index``: alone, or sliced from its cached shard."""
+        arrays = self._open()
+        if self.cache_blocks <= 0:
+            return [np.asarray(arrays[name][index]) for name in ITEM_ARRAYS]
+        block, offset = divmod(index, self.block_images)
+        if block not in self._blocks:
+            start = block * self.block_images
+            stop = start + self.block_images
+            self._blocks[block] = {name: np.asarray(arrays[name][start:stop])
+                                   for name in ITEM_ARRAYS}
+            while len(self._blocks) > self.cache_blocks:
+                self._blocks.popitem(last=False)
+        self._blocks.move_to_end(block)
+        return [self._blocks[block][name][offset] for name in ITEM_ARRAYS]
+
     def __getitem__(self, item: int) -> dict[str, Any]:
         index = self.indices[item]
-        arrays = self._open()
         try:
-            tokens, cls, label = (np.asarray(arrays[name][index]) for name in ITEM_ARRAYS)
+            tokens, cls, label = self._read(index)
         except Exception as exc:  # noqa: BLE001 - a damaged shard is one clear message
             raise StoreError(f"{self.path}: image {index} unreadable, the store is damaged "
                              f"({first_line(exc)}); re-extract it with --overwrite") from exc

@@ -32,14 +32,36 @@ DEFAULT_SHARD_IMAGES = 32
 
 @dataclass(frozen=True)
 class StoreCodec:
-    """Compression of the feature arrays (chosen by ``bench/read_path.py``)."""
+    """Compression and chunking of the feature arrays (default chosen by ``bench/read_path.py``).
 
-    cname: str = "zstd"
-    clevel: int = 1
-    shuffle: str = "bitshuffle"
+    ``cname`` "none" stores raw float16: frozen-encoder features barely compress (DINOv2 tokens
+    on CamVid: 1.004x with zstd-1 bitshuffle) and decoding costs read speed. ``chunk_images``:
+    images per chunk inside a shard; 0 = one chunk per shard (fastest whole-shard reads, as
+    training and evaluation read; a single random image then costs a shard's read).
+    """
 
-    def blosc(self) -> BloscCodec:
-        return BloscCodec(cname=self.cname, clevel=self.clevel, shuffle=self.shuffle)
+    cname: str = "none"
+    clevel: int = 0
+    shuffle: str = "noshuffle"
+    chunk_images: int = 0
+
+    def compressors(self) -> tuple[BloscCodec, ...] | None:
+        if self.cname == "none":
+            return None
+        return (BloscCodec(cname=self.cname, clevel=self.clevel, shuffle=self.shuffle),)
+
+    def label(self) -> str:
+        """What the store's ``codec`` attribute records."""
+        chunk = f"chunk{self.chunk_images or 'shard'}"
+        if self.cname == "none":
+            return f"none-{chunk}"
+        return f"blosc-{self.cname}-{self.clevel}-{self.shuffle}-{chunk}"
+
+    def chunking(self, shard_images: int, item_shape: tuple[int, ...]) -> dict[str, Any]:
+        """``create_array`` chunks/shards for ``shard_images`` items of ``item_shape``."""
+        if not self.chunk_images or self.chunk_images >= shard_images:
+            return {"chunks": (shard_images, *item_shape)}
+        return {"chunks": (self.chunk_images, *item_shape), "shards": (shard_images, *item_shape)}
 
 
 class VisualStoreWriter:
@@ -67,7 +89,7 @@ class VisualStoreWriter:
             "num_images": num_images,
             "shard_images": shard_images,
             "dtype": "float16",
-            "codec": f"blosc-{codec.cname}-{codec.clevel}-{codec.shuffle}",
+            "codec": codec.label(),
         }
         if self.path.exists() and overwrite:
             shutil.rmtree(self.path)
@@ -92,12 +114,12 @@ class VisualStoreWriter:
         group = zarr.open_group(str(scratch), mode="w")
         h, w = grid_size
         group.create_array("patch_tokens", shape=(n, h, w, feature_dim), dtype="float16",
-                           chunks=(1, h, w, feature_dim), shards=(s, h, w, feature_dim),
-                           compressors=codec.blosc(), fill_value=0)
+                           **codec.chunking(s, (h, w, feature_dim)),
+                           compressors=codec.compressors(), fill_value=0)
         group.create_array("cls_token", shape=(n, feature_dim), dtype="float16",
-                           chunks=(s, feature_dim), compressors=codec.blosc(), fill_value=0)
+                           chunks=(s, feature_dim), compressors=codec.compressors(), fill_value=0)
         group.create_array("labels", shape=(n, *label_size), dtype="uint8",
-                           chunks=(1, *label_size), shards=(s, *label_size),
+                           **codec.chunking(s, tuple(label_size)),  # label maps compress ~25x
                            compressors=BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle"),
                            fill_value=255)
         group.create_array("image_ids", shape=(n,), dtype=str, chunks=(s,))
@@ -177,4 +199,18 @@ def open_visual_store(path: Path | str, expect: Mapping[str, Any] | None = None)
     n, grid, dim = attrs.get("num_images"), attrs.get("grid_size", ()), attrs.get("feature_dim")
     check_shapes(path, group, {"patch_tokens": (n, *grid, dim), "cls_token": (n, dim),
                                "labels": (n, None, None), "image_ids": (n,)})
+    check_token_files(Path(path), group["patch_tokens"])
     return group
+
+
+def check_token_files(path: Path, tokens: zarr.Array) -> None:
+    """``StoreError`` if a patch-token file of a complete store is gone: zarr would read the
+    missing images as fill values (zeros) without a word. Features of a real or random encoder
+    are never all zero, so every file was written."""
+    per_file = (tokens.shards or tokens.chunks)[0]
+    expected = -(-tokens.shape[0] // per_file)
+    folder = path / "patch_tokens" / "c"
+    found = sum(1 for file in folder.rglob("*") if file.is_file()) if folder.is_dir() else 0
+    if found < expected:
+        raise StoreError(f"{path}: {expected - found} of {expected} patch_tokens files are "
+                         "missing; re-extract it with --overwrite")

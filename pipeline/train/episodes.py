@@ -51,6 +51,10 @@ class EpisodeDataset(Dataset):
     def __len__(self) -> int:
         return len(self.positions)
 
+    def blocks(self) -> list[int]:
+        """The store shard of every episode (for ``BlockShuffleSampler``)."""
+        return [self.features.block_of(position) for position in self.positions]
+
     def __getitem__(self, item: int) -> dict[str, Any]:
         sample = self.features[self.positions[item]]
         _, safe = training_view(sample["label"].numpy(), self.split, self.unseen_as)

@@ -66,7 +66,7 @@ def open_inputs(config: FitConfig) -> TrainingInputs:
     """Open the stores of ``config``; ``StoreError`` if missing, incomplete or mismatched."""
     train_path = visual_store_path(config.cache_dir, config.visual, config.dataset,
                                    config.train_split)
-    features = CachedFeatureDataset(train_path, expect={
+    features = CachedFeatureDataset(train_path, cache_blocks=config.block_mix, expect={
         "encoder": config.visual, "dataset": config.dataset, "split": config.train_split})
     visual_attrs = dict(features.attrs)
     text = read_text_store(text_store_path(config.cache_dir, config.text, config.dataset),
@@ -102,6 +102,6 @@ def _open_val(config: FitConfig, split: ZeroShotSplit,
         log.warning("%s: no validation store, validation metrics are skipped", path)
         return None
     same_encoder = {k: visual_attrs[k] for k in IDENTITY_KEYS if k in visual_attrs}
-    features = CachedFeatureDataset(path, expect={
+    features = CachedFeatureDataset(path, cache_blocks=1, expect={  # read in order
         **same_encoder, "dataset": config.dataset, "split": config.val_split})
     return EpisodeDataset(features, split, config.episode, "ignore")  # type: ignore[arg-type]

@@ -8,7 +8,8 @@ Outputs under ``config.out`` (rank 0 only, each rewritten whole):
 - ``train_metrics.json``: the last epoch's record plus ``first_train_miou`` (``dvc metrics``).
 
 Determinism: the model is initialised from ``seed``; every epoch reseeds torch from
-(seed, epoch, rank) and shuffles with ``DistributedSampler(seed).set_epoch``, so a resumed run
+(seed, epoch, rank) and shuffles with the sampler's ``set_epoch`` (block-shuffled shards,
+``pipeline.store.blocks``, or images), so a resumed run
 repeats the uninterrupted one exactly on CPU. Checkpoints are per epoch (no mid-epoch resume).
 """
 
@@ -21,11 +22,12 @@ from typing import Any
 
 import torch
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
 from pipeline.model.checkpoint import save_fusion_checkpoint
 from pipeline.model.fusion import build_model
 from pipeline.store import loader_kwargs
+from pipeline.store.blocks import BlockShuffleSampler
 from pipeline.train.checkpoint import load_training_state, save_training_state
 from pipeline.train.config import FitConfig
 from pipeline.train.distributed import Runtime, setup_runtime, teardown
@@ -47,10 +49,19 @@ def fit(config: FitConfig) -> dict[str, Any]:
 
 
 def make_loader(dataset: EpisodeDataset, batch_size: int, runtime: Runtime, seed: int,
-                shuffle: bool, num_workers: int) -> DataLoader:
-    """Batches of episodes; the sampler shards them over ranks (one rank: all of them)."""
-    sampler = DistributedSampler(dataset, num_replicas=runtime.world_size, rank=runtime.rank,
-                                 shuffle=shuffle, seed=seed)
+                shuffle: bool, num_workers: int, block_mix: int = 0) -> DataLoader:
+    """Batches of episodes; the sampler shards them over ranks (one rank: all of them).
+
+    ``shuffle`` with ``block_mix`` > 0: block-shuffled order (``BlockShuffleSampler``), for a
+    dataset whose store reader caches ``block_mix`` shards; else image-level shuffling.
+    """
+    sampler: Sampler[int]
+    if shuffle and block_mix > 0:
+        sampler = BlockShuffleSampler(dataset.blocks(), block_mix, seed, runtime.rank,
+                                      runtime.world_size)
+    else:
+        sampler = DistributedSampler(dataset, num_replicas=runtime.world_size,
+                                     rank=runtime.rank, shuffle=shuffle, seed=seed)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
                       collate_fn=collate_episodes, pin_memory=runtime.device.type == "cuda",
                       **loader_kwargs(num_workers))
@@ -74,7 +85,7 @@ def _fit(config: FitConfig, runtime: Runtime) -> dict[str, Any]:
         log.info("no %s yet: starting from scratch", out / "last.pt")
     net = DistributedDataParallel(model) if runtime.distributed else model
     train_loader = make_loader(inputs.train, config.batch_size, runtime, config.seed, True,
-                               config.num_workers)
+                               config.num_workers, config.block_mix)
     val_loader = None if inputs.val is None else make_loader(
         inputs.val, config.batch_size, runtime, config.seed, False, config.num_workers)
     table = inputs.text_table.to(runtime.device)
