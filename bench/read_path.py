@@ -51,9 +51,10 @@ from pipeline.store.layout import ITEM_ARRAYS
 from pipeline.store.visual import StoreCodec
 
 DEFAULT = StoreCodec()
-CODECS = [  # features: raw / fast / strong codec, one chunk per shard or one per image
+CODECS = [  # features: default / raw / fast / strong codec, one chunk per shard or per image
     StoreCodec(chunk_images=chunk, **codec)
-    for codec in ({}, {"cname": "lz4", "clevel": 1, "shuffle": "bitshuffle"},
+    for codec in ({}, {"cname": "blosclz", "clevel": 1},
+                  {"cname": "lz4", "clevel": 1, "shuffle": "bitshuffle"},
                   {"cname": "zstd", "clevel": 1, "shuffle": "bitshuffle"})
     for chunk in (0, 1)
 ]
@@ -185,7 +186,8 @@ def granularity_table(base: Path, work: Path, repeats: int) -> Table:
     table = Table("Read path: access granularity (patch_tokens only, warm cache, to float32)",
                   ["zarr access", "MB/s", "vs memmap per image"],
                   notes=[f"memmap, one shuffled image per call: {nbytes / MB / limit:.0f} MB/s; "
-                         f"zarr {codec.label()}, shard 32 images"])
+                         f"zarr blosc {codec.cname}-{codec.clevel} {codec.shuffle}, "
+                         "shard 32 images"])
     for k in CHUNK_IMAGES:
         path = work / f"chunk{k}.zarr"
         shutil.rmtree(path, ignore_errors=True)

@@ -1,7 +1,8 @@
 """Benchmark 4: store bytes per image per encoder (raw f16 vs on disk), and peak RSS of the stages.
 
 Bytes: each visual encoder (random-init weights) is run over the same CamVid images into a
-fresh store with the default codec; per-array bytes on disk / images vs the raw f16 bytes.
+fresh store with the default codec, as one full shard; per-array bytes on disk / images vs the
+raw f16 bytes (a store's last, partial shard adds its padding on top: see ``StoreCodec``).
 Random-init features compress a little differently from trained ones; re-run with real weights
 (``$FUSIONER_WEIGHTS``) for the final figures.
 
@@ -47,15 +48,16 @@ CAMVID_IMAGES = 367 + 101  # train + val: what a full CamVid cache holds per enc
 def bytes_table(n_images: int, encoders: tuple[str, ...], work: Path) -> Table:
     codec = StoreCodec()
     table = Table(
-        f"Store bytes per image ({n_images} CamVid images, default codec blosc-{codec.cname}-"
-        f"{codec.clevel}-{codec.shuffle}, random-init weights)",
+        f"Store bytes per image ({n_images} CamVid images, default codec {codec.label()}, "
+        "random-init weights)",
         ["encoder", "grid x C", "patch_tokens raw kB", "on disk kB", "ratio",
          "labels raw kB", "on disk kB ", "whole store kB/img", "full CamVid MB"])
     dataset = camvid_subset(n_images)
     for name in encoders:
         encoder = create_visual_encoder(name, random_init=True)
         store = work / f"{name}.zarr"
-        extract_visual(dataset, encoder, store, overwrite=True)
+        # one full shard: per-image bytes without the padding of a partial last chunk
+        extract_visual(dataset, encoder, store, overwrite=True, shard_images=n_images)
         group = zarr.open_group(str(store), mode="r")
         raw = {a: np.prod(group[a].shape[1:]) * group[a].dtype.itemsize for a in ITEM_ARRAYS}
         disk = {a: dir_bytes(store / a) / n_images for a in ITEM_ARRAYS}
