@@ -110,9 +110,9 @@ def stream(dataset: CachedFeatureDataset, order: Iterable[int]) -> None:
 
 def block_reader(dataset: CachedFeatureDataset) -> CachedFeatureDataset:
     """The same Dataset reading whole shards (``MIX`` kept), as ``fusioner-fit`` does."""
-    reader = copy.copy(dataset)
-    reader.cache_blocks, reader._blocks = (MIX if isinstance(dataset.path, Path)
-                                           and dataset.path.suffix == ".zarr" else 0), OrderedDict()
+    reader = copy.copy(dataset)  # memmap/HDF5 rows keep reading per image (cheap calls)
+    reader.cache_blocks = 0 if isinstance(dataset, ArrayFeatures) else MIX
+    reader._blocks = OrderedDict()
     return reader
 
 
@@ -233,15 +233,9 @@ def loader_pass(dataset: CachedFeatureDataset, order: str, workers: int, batch_s
                 epoch: int) -> float:
     """Seconds from each worker's first batch to the end of one pass of a fresh DataLoader
     (fresh workers and shard caches; their start-up is not counted)."""
-    if order == "per image":
-        loader = DataLoader(dataset, batch_size=batch_size, shuffle=True,
-                            **{**loader_kwargs(workers), "persistent_workers": False})
-    else:
-        reader = block_reader(dataset)
-        sampler = BlockShuffleSampler([reader.block_of(i) for i in range(len(reader))], MIX)
-        sampler.set_epoch(epoch)
-        loader = DataLoader(reader, batch_size=batch_size, sampler=sampler,
-                            **{**loader_kwargs(workers), "persistent_workers": False})
+    reader = dataset if order == "per image" else block_reader(dataset)
+    loader = DataLoader(reader, batch_size=batch_size, sampler=shuffled(reader, order, epoch),
+                        **{**loader_kwargs(workers), "persistent_workers": False})
     batches = iter(loader)
     for _ in range(max(workers, 1)):  # one batch from each worker: all of them have started
         next(batches)

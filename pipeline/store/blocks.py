@@ -23,11 +23,11 @@ class BlockShuffleSampler(Sampler[int]):
     """Item positions in block-shuffled order; ``blocks[i]`` = the shard that item i lives in."""
 
     def __init__(self, blocks: Sequence[int], mix: int = 4, seed: int = 0, rank: int = 0,
-                 world_size: int = 1, shuffle: bool = True) -> None:
+                 world_size: int = 1) -> None:
         if mix < 1:
             raise ValueError(f"mix must be >= 1, not {mix}")
         self.blocks = torch.as_tensor(list(blocks), dtype=torch.int64)
-        self.mix, self.seed, self.shuffle = mix, seed, shuffle
+        self.mix, self.seed = mix, seed
         self.rank, self.world_size = rank, world_size
         self.epoch = 0
         self.per_rank = -(-len(self.blocks) // world_size)
@@ -41,16 +41,13 @@ class BlockShuffleSampler(Sampler[int]):
 
     def global_order(self) -> list[int]:
         """Every item once (padded by wrapping to a multiple of ``world_size``)."""
-        if not self.shuffle:
-            order = list(range(len(self.blocks)))
-        else:
-            generator = torch.Generator().manual_seed(self.seed + self.epoch)
-            unique = self.blocks.unique()
-            unique = unique[torch.randperm(len(unique), generator=generator)]
-            order = []
-            for start in range(0, len(unique), self.mix):
-                window = torch.isin(self.blocks, unique[start: start + self.mix]).nonzero()[:, 0]
-                order += window[torch.randperm(len(window), generator=generator)].tolist()
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        unique = self.blocks.unique()
+        unique = unique[torch.randperm(len(unique), generator=generator)]
+        order: list[int] = []
+        for start in range(0, len(unique), self.mix):
+            window = torch.isin(self.blocks, unique[start: start + self.mix]).nonzero()[:, 0]
+            order += window[torch.randperm(len(window), generator=generator)].tolist()
         padding = self.per_rank * self.world_size - len(order)
         return order + (order * (1 + padding // max(len(order), 1)))[:padding]
 
