@@ -123,18 +123,25 @@ class IoUAccumulator:
 
 
 def prediction_map(
-    scores: np.ndarray, class_ids: Sequence[int], threshold: float = 0.5
+    scores: np.ndarray, class_ids: Sequence[int], threshold: float | np.ndarray = 0.5
 ) -> np.ndarray:
-    """(K, H, W) per-class probabilities -> (H, W) map of class ids, ``NONE`` where all < threshold.
+    """(K, H, W) per-class probabilities -> (H, W) map of class ids, ``NONE`` where no class
+    reaches its threshold.
 
-    The argmax over the K classes wins where its probability reaches ``threshold``.
+    ``threshold``: one probability for every class, or one per class (shape (K,) or (K, 1, 1),
+    e.g. ``pipeline.thresholds.map_thresholds``). Each pixel takes the most probable of the
+    classes that reach their threshold there.
     """
     scores = np.asarray(scores)
     if scores.ndim != 3 or scores.shape[0] != len(class_ids):
         raise ValueError(f"scores must be (K={len(class_ids)}, H, W), got {scores.shape}")
-    best = scores.argmax(axis=0)
+    limits = np.asarray(threshold, dtype=np.float64)
+    if limits.ndim:
+        limits = limits.reshape(len(class_ids), 1, 1)
+    passing = scores >= limits
+    best = np.where(passing, scores, -np.inf).argmax(axis=0)
     ids = np.asarray(class_ids, dtype=np.int64)[best]
-    return np.where(scores.max(axis=0) >= threshold, ids, NONE)
+    return np.where(passing.any(axis=0), ids, NONE)
 
 
 class RankingAccumulator:

@@ -6,11 +6,14 @@ import functools
 import logging
 import sys
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from pipeline.errors import FusionerError
+from pipeline.errors import BadInputError, FusionerError
+
+if TYPE_CHECKING:
+    from pipeline.thresholds import Threshold
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -76,6 +79,18 @@ def parse_size(_ctx: click.Context | None, _param: click.Parameter | None,
     if height <= 0 or width <= 0:
         raise click.BadParameter(f"sizes must be positive, got '{value}'")
     return height, width
+
+
+def threshold_option(_ctx: click.Context | None, _param: click.Parameter | None,
+                     value: str) -> Threshold:
+    """Click callback: ``"adaptive"`` or a probability in [0, 1] (``pipeline.thresholds``,
+    imported here: stages that take no threshold do not depend on it)."""
+    from pipeline.thresholds import parse_threshold
+
+    try:
+        return parse_threshold(value)
+    except BadInputError as exc:
+        raise click.BadParameter(str(exc)) from exc
 
 
 def resolve_device(device: str) -> str:

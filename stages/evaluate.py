@@ -6,9 +6,23 @@ from pathlib import Path
 
 import click
 
-from pipeline.evaluation import MODES, open_folds, overlay_dataset, run_folds, write_outputs
+from pipeline.evaluation import (
+    MODES,
+    PAPER_RULE,
+    open_folds,
+    overlay_dataset,
+    run_folds,
+    write_outputs,
+)
 from pipeline.store import DEFAULT_CACHE_DIR
-from stages._cli import OneLineCommand, one_line_errors, resolve_device, setup_logging
+from pipeline.thresholds import Threshold
+from stages._cli import (
+    OneLineCommand,
+    one_line_errors,
+    resolve_device,
+    setup_logging,
+    threshold_option,
+)
 
 
 def _line(name: str, scores: dict) -> str:
@@ -32,7 +46,9 @@ def _line(name: str, scores: dict) -> str:
               help="Also score all-foreground and random-text-embedding baselines.")
 @click.option("--seen-reference/--no-seen-reference", default=True,
               help="Also score the model on the fold's SEEN classes (same protocol), for scale.")
-@click.option("--threshold", type=float, default=0.5, help="Foreground probability threshold.")
+@click.option("--threshold", default="0.5", callback=threshold_option,
+              help="Foreground rule: a probability (the paper's 0.5), or 'adaptive': per "
+                   "probability map min(0.5, mean + 2 std). Other rules also score 0.5.")
 @click.option("--out-metrics", type=click.Path(path_type=Path),
               default=Path("metrics/metrics.json"), help="Metrics file (dvc metrics).")
 @click.option("--out-plots", type=click.Path(path_type=Path), default=Path("plots"),
@@ -48,7 +64,7 @@ def _line(name: str, scores: dict) -> str:
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @one_line_errors
 def main(checkpoints: tuple[Path, ...], cache_dir: Path, split: str, data_root: Path | None,
-         mode: str, baselines: bool, seen_reference: bool, threshold: float, out_metrics: Path,
+         mode: str, baselines: bool, seen_reference: bool, threshold: Threshold, out_metrics: Path,
          out_plots: Path, num_overlays: int, batch_size: int, num_workers: int, device: str,
          seed: int, no_progress: bool, verbose: bool) -> None:
     """Score fusion checkpoints on their folds' unseen classes, with baselines, from the cache.
@@ -56,8 +72,8 @@ def main(checkpoints: tuple[Path, ...], cache_dir: Path, split: str, data_root: 
     Example: fusioner-evaluate --checkpoint models/fusion/checkpoint.pt --split val --mode both
     """
     setup_logging(verbose)
-    if batch_size < 1 or num_overlays < 0 or not 0 < threshold < 1:
-        raise click.BadParameter("need --batch-size >= 1, --num-overlays >= 0, 0 < threshold < 1")
+    if batch_size < 1 or num_overlays < 0:
+        raise click.BadParameter("need --batch-size >= 1 and --num-overlays >= 0")
     modes = MODES if mode == "both" else (mode,)
     folds = open_folds(checkpoints, cache_dir, split, resolve_device(device))
     dataset = overlay_dataset(folds, split, data_root) if num_overlays else None
@@ -70,6 +86,8 @@ def main(checkpoints: tuple[Path, ...], cache_dir: Path, split: str, data_root: 
     click.echo(f"{document['dataset']}/{split} folds {document['folds']} unseen "
                f"{document['unseen_classes']} ({document['units']}):")
     click.echo("  " + _line("fusioner", document))
+    if PAPER_RULE in document:
+        click.echo("  " + _line(f"fusioner, {PAPER_RULE}", document[PAPER_RULE]))
     for name, scores in document.get("baselines", {}).items():
         click.echo("  " + _line(name, scores))
     if "seen_reference" in document:

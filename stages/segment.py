@@ -15,7 +15,15 @@ from pipeline.data.base import load_rgb_image
 from pipeline.errors import FusionerError
 from pipeline.segmentation import check_class_names, check_unique_stems, load_segmenter
 from pipeline.segmentation.outputs import write_outputs
-from stages._cli import OneLineCommand, one_line_errors, parse_size, resolve_device, setup_logging
+from pipeline.thresholds import Threshold
+from stages._cli import (
+    OneLineCommand,
+    one_line_errors,
+    parse_size,
+    resolve_device,
+    setup_logging,
+    threshold_option,
+)
 
 log = logging.getLogger("fusioner.segment")
 
@@ -35,9 +43,10 @@ log = logging.getLogger("fusioner.segment")
 @click.option("--background", type=click.Choice(["threshold", "prompt"]), default="threshold",
               help="Pixels of no class: those whose best probability is below --threshold; "
                    "'prompt' also queries a 'background' class and pixels it wins get no class.")
-@click.option("--threshold", type=click.FloatRange(0.0, 1.0), default=0.5,
+@click.option("--threshold", default="0.5", callback=threshold_option,
               help="Least probability for a pixel to take a class (fusion: sigmoid per class; "
-                   "maskclip: softmax share among the classes).")
+                   "maskclip: softmax share among the classes), or 'adaptive': per class "
+                   "min(0.5, mean + 2 std of its map), for names the model never trained on.")
 @click.option("--mode", type=click.Choice(["resize", "slide"]), default="resize",
               help="resize: whole image at the encoder's input size, scores upsampled to the "
                    "image size; slide: encoder-sized windows at the image's own resolution.")
@@ -57,7 +66,7 @@ log = logging.getLogger("fusioner.segment")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @one_line_errors
 def main(images: tuple[Path, ...], classes: str, checkpoint: Path | None, method: str, out: Path,
-         background: str, threshold: float, mode: str, save_probs: bool, weights: Path | None,
+         background: str, threshold: Threshold, mode: str, save_probs: bool, weights: Path | None,
          text_weights: Path | None, random_init: bool, image_size: tuple[int, int] | None,
          device: str, verbose: bool) -> None:
     """Segment IMAGES into the given class names; writes label and overlay PNGs per image.

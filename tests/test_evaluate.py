@@ -15,12 +15,14 @@ from PIL import Image
 from torch import Tensor, nn
 
 from pipeline.evaluation import (
+    PAPER_RULE,
     default_methods,
     evaluate_fold,
     open_fold,
     random_text_table,
 )
 from pipeline.store import CachedFeatureDataset
+from pipeline.thresholds import ADAPTIVE
 from pipeline.train import FitConfig, fit
 from stages.evaluate import main
 from tests.conftest import CAMVID_CLASSES, TinyStores, make_stores
@@ -150,6 +152,42 @@ def test_oracle_scores_one_and_all_foreground_matches_hand_count(setup) -> None:
     assert all_fg.auroc == 0.5  # a constant score ranks nothing
     assert result.episodes["binary"] == sum(
         len({c for c in UNSEEN if (lab == c).any()}) for lab in labels)
+
+
+def test_oracle_scores_one_under_the_adaptive_rule(setup) -> None:
+    """Exact 0/1 maps: the adaptive threshold keeps the class's pixels; a flat (absent) map none."""
+    stores, checkpoint, _ = setup
+    inputs = open_fold(checkpoint, stores.cache_dir, "val")
+    inputs.model = Oracle(inputs.features, inputs.text_table)  # type: ignore[assignment]
+    result = evaluate_fold(inputs, default_methods(inputs, threshold=ADAPTIVE),
+                           threshold=ADAPTIVE, batch_size=3, progress=False)
+    for method in ("fusioner", PAPER_RULE):
+        for mode in ("binary", "multiclass"):
+            assert result.scores[method, mode].miou == 1.0
+            assert result.scores[method, mode].fb_iou == 1.0
+
+
+def test_adaptive_rule_reports_the_paper_threshold_beside_it(setup, tmp_path: Path) -> None:
+    stores, checkpoint, _ = setup
+    runs = {}
+    for rule in ("adaptive", "0.5"):
+        out = tmp_path / rule
+        result = CliRunner().invoke(main, _args(stores, checkpoint, out, "--threshold", rule,
+                                                "--num-overlays", "0"))
+        assert result.exit_code == 0, result.output
+        runs[rule] = json.loads((out / "metrics.json").read_text())
+    adaptive, fixed = runs["adaptive"], runs["0.5"]
+    assert adaptive["threshold"] == "adaptive" and fixed["threshold"] == 0.5
+    assert "mean + 2 std" in adaptive["protocol"]["binary"]
+    assert PAPER_RULE not in fixed and PAPER_RULE not in fixed["seen_reference"]
+    for mode in ("binary", "multiclass"):  # the side-by-side 0.5 scores are a 0.5 run's
+        assert adaptive[PAPER_RULE][mode]["miou"] == fixed[mode]["miou"]
+        assert adaptive[PAPER_RULE][mode]["fb_iou"] == fixed[mode]["fb_iou"]
+        assert (adaptive["seen_reference"][PAPER_RULE][mode]["miou"]
+                == fixed["seen_reference"][mode]["miou"])
+    assert adaptive["binary"]["auroc"] == fixed["binary"]["auroc"]  # ranking: no threshold
+    bad = CliRunner().invoke(main, _args(stores, checkpoint, tmp_path, "--threshold", "1.5"))
+    assert bad.exit_code != 0 and "--threshold" in bad.output
 
 
 def test_random_text_table_replaces_only_unseen_rows() -> None:

@@ -25,6 +25,7 @@ from pipeline.segmentation import (
     check_class_names,
     load_segmenter,
 )
+from pipeline.thresholds import ADAPTIVE
 from stages.segment import main
 
 SIZE = (64, 96)  # encoder input (H, W): a 4 x 6 patch grid
@@ -160,6 +161,15 @@ def test_assign_labels_threshold_and_background_slot() -> None:
     assert assign_labels(probs, 0.5).tolist() == [[0, NO_CLASS, 1, 2]]
     assert assign_labels(probs, 0.5, background_slot=2).tolist() == [[0, NO_CLASS, 1, NO_CLASS]]
     assert assign_labels(probs, 0.0).tolist() == [[0, 1, 1, 2]]
+
+
+def test_assign_labels_adaptive_keeps_what_a_low_map_singles_out() -> None:
+    """An unfamiliar name below 0.5 everywhere still gets its peak; a flat map gets nothing."""
+    low = torch.full((1, 10), 0.1)
+    low[0, 8:] = 0.35  # mean 0.15, std 0.1: threshold 0.35, reached by the last two pixels
+    probs = torch.stack([low, torch.full((1, 10), 0.3)])  # class 1: flat, nothing singled out
+    assert (assign_labels(probs, 0.5) == NO_CLASS).all()
+    assert assign_labels(probs, ADAPTIVE).tolist() == [[NO_CLASS] * 8 + [0, 0]]
 
 
 class _Fixed(DenseSegmenter):

@@ -8,6 +8,7 @@ from pipeline.evaluation.report import (
 )
 from pipeline.evaluation.run import (
     MODES,
+    PAPER_RULE,
     FoldInputs,
     FoldResult,
     Method,
@@ -21,6 +22,7 @@ from pipeline.evaluation.run import (
 
 __all__ = [
     "MODES",
+    "PAPER_RULE",
     "FoldInputs",
     "FoldResult",
     "Method",

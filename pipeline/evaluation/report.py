@@ -29,30 +29,34 @@ from pipeline.errors import BadInputError
 from pipeline.evaluation.run import (
     ALL_FOREGROUND,
     MODEL,
+    PAPER_RULE,
     RANDOM_TEXT,
     SEEN_REFERENCE,
     FoldInputs,
     FoldResult,
     Mode,
+    seen_name,
 )
 from pipeline.metrics import NONE, IoUResult
+from pipeline.thresholds import PAPER_THRESHOLD, Threshold, describe
 from pipeline.visualize import add_legend, colorize, palette, side_by_side
 
 UNITS = "fraction"  # every IoU in metrics.json and the CSV is in [0, 1]
 NONE_COLOUR, IGNORE_COLOUR = (0, 0, 0), (128, 128, 128)
 
 
-def protocol(mode: Mode, size: tuple[int, int], threshold: float) -> str:
+def protocol(mode: Mode, size: tuple[int, int], threshold: Threshold) -> str:
     """One line saying how ``mode`` was measured (the README has the long form)."""
     where = (f"at the cached label resolution {size[0]}x{size[1]}, logits upsampled bilinearly "
              "(paper: 224 sliding windows at the original resolution)")
+    rule = describe(threshold)
     if mode == "binary":
         return ("paper/HSNet binary episodes: image + ONE unseen class name present in it per "
-                f"forward pass, foreground = sigmoid > {threshold}; per-class IoU accumulated "
-                f"over the split, mIoU over unseen classes, FB-IoU; {where}")
-    return ("multi-class: ALL unseen class names at once, pixel = argmax class if sigmoid >= "
-            f"{threshold} else none, seen/background pixels = none; per-class IoU accumulated "
-            f"over the split; {where}")
+                f"forward pass, foreground = sigmoid > threshold {rule}; per-class IoU "
+                f"accumulated over the split, mIoU over unseen classes, FB-IoU; {where}")
+    return ("multi-class: ALL unseen class names at once, pixel = argmax of the classes whose "
+            f"sigmoid >= threshold {rule}, else none; seen/background pixels = none; per-class "
+            f"IoU accumulated over the split; {where}")
 
 
 def _number(value: float) -> float | None:
@@ -69,18 +73,21 @@ def summary(score: IoUResult) -> dict[str, float | None]:
 
 
 def _scores_block(scores: Mapping[tuple[str, Mode], dict[str, Any]]) -> dict[str, Any]:
-    """{mode: model scores, "baselines": {method: {mode: scores}}, "seen_reference": {...}}."""
-    block: dict[str, Any] = {mode: s for (method, mode), s in scores.items() if method == MODEL}
-    baselines: dict[str, dict[str, Any]] = {}
-    for (method, mode), s in scores.items():
-        if method in (ALL_FOREGROUND, RANDOM_TEXT):
-            baselines.setdefault(method, {})[mode] = s
+    """{mode: model scores, "fixed_threshold_0.5": {mode: ...} (other rules only), "baselines":
+    {method: {mode: scores}}, "seen_reference": {mode: ..., "fixed_threshold_0.5": {...}}}."""
+
+    def of(name: str) -> dict[str, Any]:
+        return {mode: s for (method, mode), s in scores.items() if method == name}
+
+    block: dict[str, Any] = of(MODEL)
+    if of(PAPER_RULE):
+        block[PAPER_RULE] = of(PAPER_RULE)
+    baselines = {name: of(name) for name in (ALL_FOREGROUND, RANDOM_TEXT) if of(name)}
     if baselines:
-        block["baselines"] = {m: baselines[m] for m in (ALL_FOREGROUND, RANDOM_TEXT)
-                              if m in baselines}
-    seen = {mode: s for (method, mode), s in scores.items() if method == SEEN_REFERENCE}
-    if seen:
-        block[SEEN_REFERENCE] = seen
+        block["baselines"] = baselines
+    if of(SEEN_REFERENCE):
+        paper = of(seen_name(PAPER_RULE))
+        block[SEEN_REFERENCE] = {**of(SEEN_REFERENCE), **({PAPER_RULE: paper} if paper else {})}
     return block
 
 
@@ -108,7 +115,7 @@ def _mean(values: Sequence[float | None]) -> float | None:
 
 
 def metrics_document(results: Sequence[FoldResult], split: str,
-                     threshold: float = 0.5) -> dict[str, Any]:
+                     threshold: Threshold = PAPER_THRESHOLD) -> dict[str, Any]:
     """metrics.json: the setting, mean-over-folds headline (miou, fb_iou), and each fold."""
     first = results[0].inputs
     folds = {f"fold{r.inputs.split.fold}": fold_record(r) for r in results}
@@ -119,6 +126,7 @@ def metrics_document(results: Sequence[FoldResult], split: str,
     return {
         "units": UNITS,
         "protocol": {mode: protocol(mode, first.label_size, threshold) for mode in modes},
+        "threshold": threshold,
         "dataset": first.meta["dataset"],
         "split": split,
         "visual": first.meta["visual"]["encoder"],
@@ -234,7 +242,7 @@ def write_overlays(folder: Path, results: Sequence[FoldResult],
 
 def write_outputs(results: Sequence[FoldResult], split: str, out_metrics: Path, out_plots: Path,
                   dataset: SegmentationDataset | None = None,
-                  threshold: float = 0.5) -> dict[str, Any]:
+                  threshold: Threshold = PAPER_THRESHOLD) -> dict[str, Any]:
     """metrics.json, per_class_iou.csv and overlays/ (from ``dataset``'s images, if given)."""
     overlays = write_overlays(out_plots / "overlays", results, dataset)
     document = metrics_document(results, split, threshold)

@@ -7,7 +7,11 @@ Protocols (both accumulate HSNet-style: per-class IoU over the whole split, then
 - ``binary`` (the paper's, as in the official code): one image + ONE unseen class name present
   in it per forward pass (``evaluation_episodes``), foreground = sigmoid > threshold.
 - ``multiclass`` (harder): every unseen class name at once per image; a pixel takes the most
-  probable class if it reaches the threshold, else none; seen/background pixels are "none".
+  probable class among those reaching their threshold, else none; seen/background pixels are
+  "none".
+The threshold is a fixed probability or ``"adaptive"`` (one per probability map,
+``pipeline.thresholds``); with any rule but the paper's 0.5 the model is also scored at 0.5
+(``fixed_threshold_0.5``), side by side.
 
 Baselines run through the same code and accumulators: ``all_foreground`` (every pixel foreground
 in each binary episode; binary only) and ``random_text`` (the same model with each unseen class
@@ -43,6 +47,7 @@ from pipeline.store import (
     text_store_path,
     visual_store_path,
 )
+from pipeline.thresholds import PAPER_THRESHOLD, Threshold, map_thresholds
 
 log = logging.getLogger("fusioner.evaluate")
 
@@ -52,15 +57,18 @@ MODEL = "fusioner"
 ALL_FOREGROUND = "all_foreground"
 RANDOM_TEXT = "random_text"
 SEEN_REFERENCE = "seen_reference"  # the model on the fold's SEEN classes: a sanity reference
+PAPER_RULE = f"fixed_threshold_{PAPER_THRESHOLD}"  # the model at the paper's fixed threshold
 
 
 @dataclass(frozen=True)
 class Method:
-    """A way to score episodes: the model with a text table, or (``text`` None) all foreground."""
+    """A way to score episodes: the model with a text table, or (``text`` None) all foreground;
+    ``threshold`` None = the run's rule."""
 
     name: str
     text: Tensor | None  # (num_classes, D) embeddings by dataset class id
     modes: tuple[Mode, ...] = MODES
+    threshold: Threshold | None = None
 
 
 @dataclass
@@ -125,9 +133,13 @@ def random_text_table(table: Tensor, class_ids: Sequence[int], seed: int) -> Ten
     return out
 
 
-def default_methods(inputs: FoldInputs, baselines: bool = True, seed: int = 0) -> list[Method]:
-    """The model, then (``baselines``) all-foreground and random-text-embedding."""
+def default_methods(inputs: FoldInputs, baselines: bool = True, seed: int = 0,
+                    threshold: Threshold = PAPER_THRESHOLD) -> list[Method]:
+    """The model (and, under any other rule, the model at the paper's threshold), then
+    (``baselines``) all-foreground and random-text-embedding."""
     methods = [Method(MODEL, inputs.text_table)]
+    if threshold != PAPER_THRESHOLD:
+        methods.append(Method(PAPER_RULE, inputs.text_table, threshold=PAPER_THRESHOLD))
     if baselines:
         methods += [Method(ALL_FOREGROUND, None, ("binary",)),
                     Method(RANDOM_TEXT, random_text_table(inputs.text_table,
@@ -164,7 +176,7 @@ class _FoldPass:
     """Accumulators of every (method, mode) over one pass, and the overlay predictions."""
 
     def __init__(self, inputs: FoldInputs, methods: Sequence[Method], modes: Sequence[Mode],
-                 batch_size: int, threshold: float, overlays: Sequence[int]) -> None:
+                 batch_size: int, threshold: Threshold, overlays: Sequence[int]) -> None:
         self.model, self.split, self.methods = inputs.model.eval(), inputs.split, methods
         self.device = next(self.model.parameters()).device
         self.unseen, self.size = list(inputs.split.unseen), inputs.label_size
@@ -172,13 +184,16 @@ class _FoldPass:
         self.acc = {(m.name, mode): IoUAccumulator(self.unseen) for m in methods
                     for mode in modes if mode in m.modes}
         self.ranking = {m.name: RankingAccumulator(self.unseen) for m in methods
-                        if "binary" in modes and "binary" in m.modes}
+                        if "binary" in modes and "binary" in m.modes and m.threshold is None}
         self.episodes: dict[Mode, int] = {mode: 0 for mode in modes}
         self.kept: dict[int, dict[Mode, np.ndarray]] = {p: {} for p in overlays}
         self.binary_probs: dict[int, dict[int, np.ndarray]] = {p: {} for p in overlays}
 
     def _methods(self, mode: Mode) -> list[Method]:
         return [m for m in self.methods if mode in m.modes]
+
+    def _rule(self, method: Method) -> Threshold:
+        return self.threshold if method.threshold is None else method.threshold
 
     def binary(self, tokens: Tensor, labels: np.ndarray, positions: list[int]) -> None:
         """Every (image, unseen class present) episode, ``batch_size`` per forward pass."""
@@ -191,10 +206,12 @@ class _FoldPass:
             ids = torch.tensor([[c] for _, c in chunk], device=self.device)
             for method in self._methods("binary"):
                 probs = _probabilities(self.model, method, tokens[which], ids, self.size)
-                for (row, c), prob in zip(chunk, probs[:, 0].cpu().numpy(), strict=True):
-                    self.acc[method.name, "binary"].update_binary(c, prob > self.threshold,
-                                                                  labels[row])
-                    self.ranking[method.name].update_binary(c, prob, labels[row])
+                probs = probs[:, 0].cpu().numpy()
+                limits = map_thresholds(probs, self._rule(method))
+                for (row, c), prob, limit in zip(chunk, probs, limits, strict=True):
+                    self.acc[method.name, "binary"].update_binary(c, prob > limit, labels[row])
+                    if method.name in self.ranking:
+                        self.ranking[method.name].update_binary(c, prob, labels[row])
                     if method.name == MODEL and positions[row] in self.binary_probs:
                         self.binary_probs[positions[row]][c] = prob
 
@@ -205,7 +222,8 @@ class _FoldPass:
         for method in self._methods("multiclass"):
             probs = _probabilities(self.model, method, tokens, ids, self.size).cpu().numpy()
             for row, prob in enumerate(probs):
-                pred = prediction_map(prob, self.unseen, self.threshold)
+                pred = prediction_map(prob, self.unseen,
+                                      map_thresholds(prob, self._rule(method)))
                 self.acc[method.name, "multiclass"].update(pred, labels[row])
                 if method.name == MODEL and positions[row] in self.kept:
                     self.kept[positions[row]]["multiclass"] = pred
@@ -225,15 +243,16 @@ class _FoldPass:
             if per_class:
                 classes = sorted(per_class)
                 scores = np.stack([per_class[c] for c in classes])
-                self.kept[position]["binary"] = prediction_map(
-                    scores, classes, float(np.nextafter(self.threshold, 1)))  # "> threshold"
+                limits = np.nextafter(map_thresholds(scores, self.threshold), 1)  # "> limit"
+                self.kept[position]["binary"] = prediction_map(scores, classes, limits)
         return self.kept
 
 
 @torch.no_grad()
 def evaluate_fold(inputs: FoldInputs, methods: Sequence[Method], modes: Sequence[Mode] = MODES,
-                  batch_size: int = 16, threshold: float = 0.5, num_workers: int = 0,
-                  overlays: Sequence[int] = (), progress: bool = True) -> FoldResult:
+                  batch_size: int = 16, threshold: Threshold = PAPER_THRESHOLD,
+                  num_workers: int = 0, overlays: Sequence[int] = (),
+                  progress: bool = True) -> FoldResult:
     """One pass over the split scoring every (method, mode); ``batch_size`` images per step and
     at most ``batch_size`` binary episodes per forward pass."""
     state = _FoldPass(inputs, methods, modes, batch_size, threshold, overlays)
@@ -262,6 +281,11 @@ def open_folds(checkpoints: Sequence[Path | str], cache_dir: Path | str, split: 
     return folds
 
 
+def seen_name(method: str) -> str:
+    """Score key of ``method`` run on the SEEN classes (``seen_reference`` for the model)."""
+    return SEEN_REFERENCE if method == MODEL else f"{SEEN_REFERENCE}_{method}"
+
+
 def seen_view(inputs: FoldInputs) -> FoldInputs:
     """The same inputs with the fold's SEEN classes in the place of the unseen ones."""
     return replace(inputs, split=replace(inputs.split, unseen=inputs.split.seen))
@@ -269,7 +293,7 @@ def seen_view(inputs: FoldInputs) -> FoldInputs:
 
 def run_folds(folds: Sequence[FoldInputs], *, modes: Sequence[Mode] = MODES,
               baselines: bool = True, seen_reference: bool = True, seed: int = 0,
-              batch_size: int = 16, threshold: float = 0.5, num_workers: int = 0,
+              batch_size: int = 16, threshold: Threshold = PAPER_THRESHOLD, num_workers: int = 0,
               num_overlays: int = 0, progress: bool = True) -> list[FoldResult]:
     """Evaluate every fold with the model, (``baselines``) the baselines and (``seen_reference``)
     the model on the seen classes under the same protocol (scores keyed ``seen_reference``)."""
@@ -278,13 +302,14 @@ def run_folds(folds: Sequence[FoldInputs], *, modes: Sequence[Mode] = MODES,
         log.info("fold %d of %s: unseen %s", inputs.split.fold, inputs.split.dataset,
                  [inputs.class_names[c] for c in inputs.split.unseen])
         result = evaluate_fold(
-            inputs, default_methods(inputs, baselines, seed), modes, batch_size, threshold,
+            inputs, default_methods(inputs, baselines, seed, threshold), modes, batch_size,
+            threshold,
             num_workers, overlay_positions(inputs.features, inputs.split, num_overlays), progress)
         if seen_reference and inputs.split.seen:
-            seen = evaluate_fold(seen_view(inputs), [Method(MODEL, inputs.text_table)], modes,
-                                 batch_size, threshold, num_workers, (), progress)
-            result.scores.update({(SEEN_REFERENCE, mode): score
-                                  for (_, mode), score in seen.scores.items()})
+            seen = evaluate_fold(seen_view(inputs), default_methods(inputs, False, seed, threshold),
+                                 modes, batch_size, threshold, num_workers, (), progress)
+            result.scores.update({(seen_name(method), mode): score
+                                  for (method, mode), score in seen.scores.items()})
         for (method, mode), score in sorted(result.scores.items()):
             ranking = "" if np.isnan(score.auroc) else f" AUROC {score.auroc:.4f}"
             log.info("fold %d %s %s: mIoU %.4f FB-IoU %.4f%s", inputs.split.fold, mode, method,

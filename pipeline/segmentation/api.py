@@ -13,6 +13,7 @@ from pipeline.data.base import load_rgb_image
 from pipeline.errors import FusionerError
 from pipeline.segmentation.core import Background, DenseSegmenter, Mode, SegmentationResult
 from pipeline.segmentation.fusion import Segmenter
+from pipeline.thresholds import PAPER_THRESHOLD, Threshold
 
 Method = Literal["fusion", "maskclip"]
 _CACHE: dict[tuple, DenseSegmenter] = {}
@@ -47,7 +48,7 @@ def load_segmenter(method: Method = "fusion", checkpoint: Path | str | None = No
 
 def segment(image: Image.Image | Path | str, classes: str | Sequence[str],
             checkpoint: Path | str | None = None, *, method: Method = "fusion",
-            threshold: float = 0.5, background: Background = "threshold",
+            threshold: Threshold = PAPER_THRESHOLD, background: Background = "threshold",
             mode: Mode = "resize", weights: Path | str | None = None,
             text_weights: Path | str | None = None, random_init: bool = False,
             device: str | torch.device = "cpu") -> SegmentationResult:

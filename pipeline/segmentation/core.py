@@ -9,8 +9,9 @@ Resolution (``mode``):
   (stride 2/3 of the window, last window flush with the border; an image smaller than a window
   is first upscaled to cover it); overlapping scores are averaged, then resized to the image.
 
-Labels: each pixel takes its most probable class if that probability reaches ``threshold``,
-else it is "no class" (``NO_CLASS`` = 255). With ``background="prompt"`` a class named
+Labels: each pixel takes its most probable class among those whose probability reaches their
+threshold (a fixed probability, or ``"adaptive"``: per class, see ``pipeline.thresholds``), else
+it is "no class" (``NO_CLASS`` = 255). With ``background="prompt"`` a class named
 ``background`` is queried as well and the pixels it wins are "no class" too.
 """
 
@@ -29,7 +30,9 @@ from PIL import Image
 from pipeline.data.base import IGNORE_INDEX
 from pipeline.encoders.visual import VisualEncoder
 from pipeline.errors import BadInputError
+from pipeline.metrics import NONE, prediction_map
 from pipeline.model.fusion import upsample_logits
+from pipeline.thresholds import PAPER_THRESHOLD, Threshold, map_thresholds
 from pipeline.visualize import label_png, overlay
 
 NO_CLASS = IGNORE_INDEX  # label value of pixels that match no class
@@ -91,15 +94,15 @@ def check_class_names(classes: str | Sequence[str], background: Background = "th
     return names
 
 
-def assign_labels(probs: torch.Tensor, threshold: float,
+def assign_labels(probs: torch.Tensor, threshold: Threshold,
                   background_slot: int | None = None) -> np.ndarray:
-    """(K, H, W) probabilities -> (H, W) uint8: most probable class, ``NO_CLASS`` where its
-    probability is below ``threshold`` or where the background slot wins."""
-    best, index = probs.max(dim=0)
-    none = best < threshold
-    if background_slot is not None:
-        none |= index == background_slot
-    return torch.where(none, torch.full_like(index, NO_CLASS), index).to(torch.uint8).numpy()
+    """(K, H, W) probabilities -> (H, W) uint8: the most probable of the classes reaching their
+    threshold (``pipeline.thresholds``), ``NO_CLASS`` where none does or where the background
+    slot wins."""
+    scores = probs.float().numpy()
+    index = prediction_map(scores, range(len(scores)), map_thresholds(scores, threshold))
+    none = (index == NONE) | (index == background_slot)
+    return np.where(none, NO_CLASS, index).astype(np.uint8)
 
 
 def window_origins(length: int, window: int, stride: int) -> list[int]:
@@ -172,7 +175,8 @@ class DenseSegmenter(ABC):
                 count[..., top:top + win_h, left:left + win_w] += 1
         return _resize(total / count, size)
 
-    def segment(self, image: Image.Image, classes: str | Sequence[str], threshold: float = 0.5,
+    def segment(self, image: Image.Image, classes: str | Sequence[str],
+                threshold: Threshold = PAPER_THRESHOLD,
                 background: Background = "threshold", mode: Mode = "resize",
                 ) -> SegmentationResult:
         """Segment one RGB image into ``classes`` (see the module docstring for the rules)."""
