@@ -195,6 +195,15 @@ class _FoldPass:
     def _rule(self, method: Method) -> Threshold:
         return self.threshold if method.threshold is None else method.threshold
 
+    def _scores(self, scored: dict[int, np.ndarray], method: Method, tokens: Tensor,
+                class_ids: Tensor) -> np.ndarray:
+        """``method``'s (B, K, H, W) probabilities; one forward pass per text table in
+        ``scored`` (methods that differ only in their threshold share it)."""
+        if id(method.text) not in scored:
+            scored[id(method.text)] = _probabilities(self.model, method, tokens, class_ids,
+                                                     self.size).cpu().numpy()
+        return scored[id(method.text)]
+
     def binary(self, tokens: Tensor, labels: np.ndarray, positions: list[int]) -> None:
         """Every (image, unseen class present) episode, ``batch_size`` per forward pass."""
         rows = [(row, c) for row, label in enumerate(labels)
@@ -204,9 +213,9 @@ class _FoldPass:
             chunk = rows[start:start + self.batch_size]
             which = torch.tensor([r for r, _ in chunk], device=self.device)
             ids = torch.tensor([[c] for _, c in chunk], device=self.device)
+            scored: dict[int, np.ndarray] = {}
             for method in self._methods("binary"):
-                probs = _probabilities(self.model, method, tokens[which], ids, self.size)
-                probs = probs[:, 0].cpu().numpy()
+                probs = self._scores(scored, method, tokens[which], ids)[:, 0]
                 limits = map_thresholds(probs, self._rule(method))
                 for (row, c), prob, limit in zip(chunk, probs, limits, strict=True):
                     self.acc[method.name, "binary"].update_binary(c, prob > limit, labels[row])
@@ -219,8 +228,9 @@ class _FoldPass:
         """Each image against all unseen class names at once."""
         self.episodes["multiclass"] += len(positions)
         ids = torch.tensor(self.unseen, device=self.device).expand(len(positions), -1)
+        scored: dict[int, np.ndarray] = {}
         for method in self._methods("multiclass"):
-            probs = _probabilities(self.model, method, tokens, ids, self.size).cpu().numpy()
+            probs = self._scores(scored, method, tokens, ids)
             for row, prob in enumerate(probs):
                 pred = prediction_map(prob, self.unseen,
                                       map_thresholds(prob, self._rule(method)))
