@@ -43,7 +43,9 @@ def parse_threshold(value: str | float) -> Threshold:
 
 
 def map_thresholds(probs: np.ndarray, rule: Threshold) -> np.ndarray:
-    """The threshold of every (H, W) map of ``probs`` (..., H, W), shaped (..., 1, 1)."""
+    """The threshold of every (H, W) map of ``probs`` (..., H, W), shaped (..., 1, 1);
+    ``BadInputError`` for a rule ``parse_threshold`` refuses."""
+    rule = parse_threshold(rule)
     probs = np.asarray(probs, dtype=np.float64)
     if probs.ndim < 2:
         raise ValueError(f"probabilities must end in (H, W), got shape {probs.shape}")

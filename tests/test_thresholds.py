@@ -16,6 +16,8 @@ def test_parse_threshold_accepts_adaptive_and_probabilities_only() -> None:
     for bad in ("high", "", "1.5", "-0.1", "nan"):
         with pytest.raises(BadInputError, match="threshold"):
             parse_threshold(bad)
+    with pytest.raises(BadInputError, match="threshold"):  # the API path refuses them too
+        map_thresholds(np.zeros((2, 2)), "adaptve")
 
 
 def test_adaptive_threshold_by_hand() -> None:
