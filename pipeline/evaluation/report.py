@@ -75,19 +75,20 @@ def summary(score: IoUResult) -> dict[str, float | None]:
 def _scores_block(scores: Mapping[tuple[str, Mode], dict[str, Any]]) -> dict[str, Any]:
     """{mode: model scores, "fixed_threshold_0.5": {mode: ...} (other rules only), "baselines":
     {method: {mode: scores}}, "seen_reference": {mode: ..., "fixed_threshold_0.5": {...}}}."""
-
-    def of(name: str) -> dict[str, Any]:
-        return {mode: s for (method, mode), s in scores.items() if method == name}
-
-    block: dict[str, Any] = of(MODEL)
-    if of(PAPER_RULE):
-        block[PAPER_RULE] = of(PAPER_RULE)
-    baselines = {name: of(name) for name in (ALL_FOREGROUND, RANDOM_TEXT) if of(name)}
+    by_method: dict[str, dict[str, Any]] = {}
+    for (method, mode), score in scores.items():
+        by_method.setdefault(method, {})[mode] = score
+    block: dict[str, Any] = dict(by_method.get(MODEL, {}))
+    if PAPER_RULE in by_method:
+        block[PAPER_RULE] = by_method[PAPER_RULE]
+    baselines = {name: by_method[name] for name in (ALL_FOREGROUND, RANDOM_TEXT)
+                 if name in by_method}
     if baselines:
         block["baselines"] = baselines
-    if of(SEEN_REFERENCE):
-        paper = of(seen_name(PAPER_RULE))
-        block[SEEN_REFERENCE] = {**of(SEEN_REFERENCE), **({PAPER_RULE: paper} if paper else {})}
+    if SEEN_REFERENCE in by_method:
+        block[SEEN_REFERENCE] = dict(by_method[SEEN_REFERENCE])
+        if seen_name(PAPER_RULE) in by_method:
+            block[SEEN_REFERENCE][PAPER_RULE] = by_method[seen_name(PAPER_RULE)]
     return block
 
 

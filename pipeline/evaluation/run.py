@@ -183,6 +183,7 @@ class _FoldPass:
         self.batch_size, self.threshold = batch_size, threshold
         self.acc = {(m.name, mode): IoUAccumulator(self.unseen) for m in methods
                     for mode in modes if mode in m.modes}
+        # AUROC needs no threshold: a method with its own threshold ranks as the one it copies
         self.ranking = {m.name: RankingAccumulator(self.unseen) for m in methods
                         if "binary" in modes and "binary" in m.modes and m.threshold is None}
         self.episodes: dict[Mode, int] = {mode: 0 for mode in modes}
