@@ -18,7 +18,6 @@ Run: ``python -m bench.read_path [--quick]``.
 from __future__ import annotations
 
 import argparse
-import copy
 import functools
 import os
 import shutil
@@ -110,10 +109,8 @@ def stream(dataset: CachedFeatureDataset, order: Iterable[int]) -> None:
 
 def block_reader(dataset: CachedFeatureDataset) -> CachedFeatureDataset:
     """The same Dataset reading whole shards (``MIX`` kept), as ``fusioner-fit`` does."""
-    reader = copy.copy(dataset)  # memmap/HDF5 rows keep reading per image (cheap calls)
-    reader.cache_blocks = 0 if isinstance(dataset, ArrayFeatures) else MIX
-    reader._blocks = OrderedDict()
-    return reader
+    # memmap/HDF5 rows keep reading per image (cheap calls)
+    return dataset.with_block_cache(0 if isinstance(dataset, ArrayFeatures) else MIX)
 
 
 def shuffled(dataset: CachedFeatureDataset, order: str, epoch: int) -> list[int]:
@@ -133,7 +130,7 @@ def measure(dataset: CachedFeatureDataset, path: Path, repeats: int, cold: bool,
     epochs = iter(range(repeats + 1))
 
     def one_pass() -> None:
-        reader._blocks.clear()  # every shard is read in each pass, none kept from the last
+        reader.clear_block_cache()  # every shard is read in each pass, none kept from the last
         if cold:
             evict(path)
         stream(reader, shuffled(reader, order, next(epochs)))

@@ -202,3 +202,8 @@ def test_shard_cache_serves_the_same_items(make_stores, tmp_path: Path) -> None:
         for key in ("patch_tokens", "cls_token", "label"):
             assert torch.equal(got[key], want[key])
         assert len(cached._blocks) <= 2
+    copy = cached.with_block_cache(1)  # an empty cache of its own; the original keeps its shards
+    assert copy.cache_blocks == 1 and not copy._blocks and cached._blocks
+    assert torch.equal(copy[6]["patch_tokens"], plain[6]["patch_tokens"]) and len(copy._blocks) == 1
+    cached.clear_block_cache()
+    assert not cached._blocks and len(copy._blocks) == 1

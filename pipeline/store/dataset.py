@@ -9,6 +9,7 @@ kept among the last ``cache_blocks`` shards: fast for sequential or block-shuffl
 
 from __future__ import annotations
 
+import copy
 import os
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
@@ -48,6 +49,17 @@ class CachedFeatureDataset(Dataset):
         state["_arrays"] = None  # never ship an open store to a worker
         state["_blocks"] = OrderedDict()
         return state
+
+    def with_block_cache(self, cache_blocks: int) -> CachedFeatureDataset:
+        """A copy of this reader keeping the last ``cache_blocks`` whole shards (0: reads per
+        item), its shard cache empty; the store stays validated, never reopened per copy."""
+        reader = copy.copy(self)
+        reader.cache_blocks, reader._blocks = cache_blocks, OrderedDict()
+        return reader
+
+    def clear_block_cache(self) -> None:
+        """Forget the cached shards (the next items are read from the store again)."""
+        self._blocks.clear()
 
     def block_of(self, item: int) -> int:
         """The shard holding ``item`` (what ``BlockShuffleSampler`` groups by)."""
