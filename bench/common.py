@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import psutil
 import torch
+import yaml
 import zarr
 
 from pipeline.data import create_dataset
@@ -31,8 +32,16 @@ from pipeline.store import text_store_path, visual_store_path
 from pipeline.store.visual import DEFAULT_SHARD_IMAGES, StoreCodec, VisualStoreWriter
 
 BENCH_CACHE = Path("cache/bench")  # git-ignored; stores here are reused between runs
-VISUAL = "dino_vits16"
-TEXT = "minilm_l6"
+
+
+def _pipeline_pair() -> tuple[str, str]:
+    """The encoder pair ``dvc repro`` uses (params.yaml ``pair``): benchmarks time the default."""
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
+    pair = yaml.safe_load(params.read_text())["pair"]
+    return pair["visual"], pair["text"]
+
+
+VISUAL, TEXT = _pipeline_pair()
 DATASET = "camvid"
 MB = 1e6
 
