@@ -6,6 +6,7 @@ import functools
 import logging
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
@@ -98,3 +99,28 @@ def resolve_device(device: str) -> str:
     from pipeline.train.distributed import resolve_device as resolve
 
     return resolve(device)
+
+
+def segmenter_options(fn: F) -> F:
+    """The options that choose and load a segmenter (``fusioner-segment``, ``fusioner-serve``)."""
+    options = (
+        click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
+                     help="Fusion checkpoint (fusioner-fit's checkpoint.pt); needed by --method "
+                          "fusion."),
+        click.option("--method", type=click.Choice(["fusion", "maskclip"]), default="fusion",
+                     help="fusion: the trained fusion module; maskclip: training-free CLIP "
+                          "baseline (needs CLIP ViT-B/16 weights)."),
+        click.option("--weights", type=click.Path(path_type=Path), default=None,
+                     help="Visual encoder weights [default: $FUSIONER_WEIGHTS/<slug>.* or a "
+                          "package]."),
+        click.option("--text-weights", type=click.Path(path_type=Path), default=None,
+                     help="Text encoder weights [default: packaged, $FUSIONER_WEIGHTS, or "
+                          "--weights for maskclip's CLIP text tower]."),
+        click.option("--random-init", is_flag=True,
+                     help="Random encoder weights (tests only; a fusion checkpoint must have "
+                          "been trained on random-init features)."),
+        click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto"),
+    )
+    for option in reversed(options):
+        fn = option(fn)
+    return fn

@@ -21,6 +21,7 @@ from stages._cli import (
     one_line_errors,
     parse_size,
     resolve_device,
+    segmenter_options,
     setup_logging,
     threshold_option,
 )
@@ -30,13 +31,9 @@ log = logging.getLogger("fusioner.segment")
 
 @click.command(cls=OneLineCommand, context_settings={"show_default": True})
 @click.argument("images", nargs=-1, required=True, type=click.Path(path_type=Path))
+@segmenter_options
 @click.option("--classes", required=True,
               help='Comma-separated class names, e.g. "car,road,pole" (unique, any words).')
-@click.option("--checkpoint", type=click.Path(path_type=Path), default=None,
-              help="Fusion checkpoint (fusioner-fit's checkpoint.pt); needed by --method fusion.")
-@click.option("--method", type=click.Choice(["fusion", "maskclip"]), default="fusion",
-              help="fusion: the trained fusion module; maskclip: training-free CLIP baseline "
-                   "(needs CLIP ViT-B/16 weights).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("segments"),
               help="Output folder: <stem>_label.png, <stem>_overlay.png "
                    "(and <stem>_prob_<class>.png).")
@@ -51,18 +48,9 @@ log = logging.getLogger("fusioner.segment")
               help="resize: whole image at the encoder's input size, scores upsampled to the "
                    "image size; slide: encoder-sized windows at the image's own resolution.")
 @click.option("--save-probs", is_flag=True, help="Also write per-class probability maps.")
-@click.option("--weights", type=click.Path(path_type=Path), default=None,
-              help="Visual encoder weights [default: $FUSIONER_WEIGHTS/<slug>.* or a package].")
-@click.option("--text-weights", type=click.Path(path_type=Path), default=None,
-              help="Text encoder weights [default: packaged, $FUSIONER_WEIGHTS, or --weights "
-                   "for maskclip's CLIP text tower].")
-@click.option("--random-init", is_flag=True,
-              help="Random encoder weights (tests only; a fusion checkpoint must have been "
-                   "trained on random-init features).")
 @click.option("--image-size", default=None, callback=parse_size,
               help="maskclip only: CLIP input HxW [default: 240x320]; fusion uses the "
                    "checkpoint's.")
-@click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @one_line_errors
 def main(images: tuple[Path, ...], classes: str, checkpoint: Path | None, method: str, out: Path,

@@ -49,3 +49,27 @@ def run_without_encoders(module: str, args: list[str]) -> subprocess.CompletedPr
     return subprocess.run([sys.executable, "-c", code, ",".join(ENCODER_LIBRARIES), *args],
                           cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
                           timeout=120)
+
+
+SEGMENT_INPUT = (64, 96)  # a tiny encoder input (H, W): a 4 x 6 patch grid at patch 16
+SMALL_FUSION = {"dim": 32, "layers": 1, "heads": 2, "decoder_channels": (16, 8), "embed_dim": 16}
+
+
+def fusion_meta(visual, text, config) -> dict:
+    """Checkpoint meta naming ``visual`` and ``text`` encoders, as fusioner-fit writes it."""
+    from pipeline.model.checkpoint import TEXT_KEYS, VISUAL_KEYS, provenance
+
+    return {"model_config": config.to_dict(),
+            "visual": provenance(visual.provenance(), VISUAL_KEYS),
+            "text": provenance(text.provenance(), TEXT_KEYS)}
+
+
+def untrained_checkpoint(folder: Path, visual) -> Path:
+    """An untrained small fusion checkpoint for ``visual`` (random-init) + random-init minilm_l6."""
+    from pipeline.encoders import create_text_encoder
+    from pipeline.model import FusionConfig, build_model, save_fusion_checkpoint
+
+    text = create_text_encoder("minilm_l6", random_init=True)
+    config = FusionConfig(visual.feature_dim, text.feature_dim, **SMALL_FUSION)
+    return save_fusion_checkpoint(folder / "checkpoint.pt", build_model(config),
+                                  fusion_meta(visual, text, config))

@@ -16,7 +16,6 @@ from PIL import Image
 from pipeline.encoders import create_text_encoder, create_visual_encoder
 from pipeline.errors import BadInputError
 from pipeline.model import FusionConfig, build_model, mask_bce_loss, save_fusion_checkpoint
-from pipeline.model.checkpoint import TEXT_KEYS, VISUAL_KEYS, provenance
 from pipeline.segmentation import (
     NO_CLASS,
     DenseSegmenter,
@@ -27,30 +26,19 @@ from pipeline.segmentation import (
 )
 from pipeline.thresholds import ADAPTIVE
 from stages.segment import main
+from tests.helpers import SEGMENT_INPUT, SMALL_FUSION, fusion_meta, untrained_checkpoint
 
-SIZE = (64, 96)  # encoder input (H, W): a 4 x 6 patch grid
-SMALL = {"dim": 32, "layers": 1, "heads": 2, "decoder_channels": (16, 8), "embed_dim": 16}
 COLOURS = {"red": (220, 30, 30), "blue": (30, 40, 220), "green": (30, 200, 40)}
-
-
-def _meta(visual, text, config: FusionConfig) -> dict:
-    return {"model_config": config.to_dict(),
-            "visual": provenance(visual.provenance(), VISUAL_KEYS),
-            "text": provenance(text.provenance(), TEXT_KEYS)}
 
 
 @pytest.fixture(scope="module")
 def random_visual():
-    return create_visual_encoder("dino_vits16", random_init=True, image_size=SIZE)
+    return create_visual_encoder("dino_vits16", random_init=True, image_size=SEGMENT_INPUT)
 
 
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory, random_visual) -> Path:
-    """An (untrained) fusion checkpoint whose meta names random-init dino_vits16 + minilm_l6."""
-    text = create_text_encoder("minilm_l6", random_init=True)
-    config = FusionConfig(random_visual.feature_dim, text.feature_dim, **SMALL)
-    path = tmp_path_factory.mktemp("ckpt") / "checkpoint.pt"
-    return save_fusion_checkpoint(path, build_model(config), _meta(random_visual, text, config))
+    return untrained_checkpoint(tmp_path_factory.mktemp("ckpt"), random_visual)
 
 
 def _image(path: Path, size: tuple[int, int], seed: int = 0) -> Path:
@@ -116,13 +104,13 @@ def learned(random_visual) -> Segmenter:
     torch.manual_seed(0)
     rng = np.random.default_rng(0)
     text_encoder = create_text_encoder("minilm_l6")
-    layouts = np.stack([_two_colour_layout(rng, SIZE) for _ in range(48)])
+    layouts = np.stack([_two_colour_layout(rng, SEGMENT_INPUT) for _ in range(48)])
     pixels = torch.stack([random_visual.preprocess(_colour_image(lay, rng)) for lay in layouts])
     with torch.inference_mode():
         tokens = random_visual(pixels)["patch_tokens"].half().float().clone()
     text = text_encoder.encode_classes(list(COLOURS)).clone()
     config = FusionConfig(random_visual.feature_dim, text_encoder.feature_dim, drop_path=0.0,
-                          **SMALL)
+                          **SMALL_FUSION)
     model = build_model(config)
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     labels, class_ids = torch.from_numpy(layouts), torch.arange(len(COLOURS)).expand(8, -1)
@@ -133,7 +121,7 @@ def learned(random_visual) -> Segmenter:
         optimizer.zero_grad()
         loss.backward()
         optimizer.step()
-    return Segmenter(model, _meta(random_visual, text_encoder, config), random_visual,
+    return Segmenter(model, fusion_meta(random_visual, text_encoder, config), random_visual,
                      text_encoder)
 
 
@@ -266,8 +254,8 @@ def test_maskclip_without_weights_says_where_to_put_them(tmp_path: Path,
 def foreign_checkpoint(tmp_path_factory, random_visual) -> Path:
     """A checkpoint whose meta says it was trained on real (other) visual weights."""
     text = create_text_encoder("minilm_l6", random_init=True)
-    config = FusionConfig(random_visual.feature_dim, text.feature_dim, **SMALL)
-    meta = _meta(random_visual, text, config)
+    config = FusionConfig(random_visual.feature_dim, text.feature_dim, **SMALL_FUSION)
+    meta = fusion_meta(random_visual, text, config)
     meta["visual"].update(weights_sha256="ab" * 32, random_init=False)
     path = tmp_path_factory.mktemp("foreign") / "checkpoint.pt"
     return save_fusion_checkpoint(path, build_model(config), meta)

@@ -7,6 +7,7 @@ import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 from PIL import Image
@@ -51,8 +52,10 @@ def default_data_root() -> Path:
     return Path(env) if env else PROJECT_ROOT.parent / "shared" / "data"
 
 
-def load_rgb_image(path: Path) -> Image.Image:
-    """Decode an image fully as 8-bit RGB, or raise one clear ``BadInputError``."""
+def load_rgb_image(path: Path | IO[bytes], name: str | None = None) -> Image.Image:
+    """Decode an image (a file, or an open binary stream such as an upload) fully as 8-bit RGB,
+    or raise one clear ``BadInputError`` that names it (``name``, else the path)."""
+    path_name = name or str(path)
     Image.MAX_IMAGE_PIXELS = MAX_IMAGE_PIXELS
     try:
         with warnings.catch_warnings():
@@ -60,7 +63,7 @@ def load_rgb_image(path: Path) -> Image.Image:
             with Image.open(path) as image:
                 image.load()
                 if image.width == 0 or image.height == 0:
-                    raise BadInputError(f"{path}: image has zero size")
+                    raise BadInputError(f"{path_name}: image has zero size")
                 if image.mode in ("I;16", "I;16B", "I;16L", "I"):
                     array = np.asarray(image, dtype=np.float64)
                     scale = 255.0 / max(float(array.max()), 1.0)
@@ -69,11 +72,11 @@ def load_rgb_image(path: Path) -> Image.Image:
     except BadInputError:
         raise
     except FileNotFoundError as exc:
-        raise BadInputError(f"{path}: file not found") from exc
+        raise BadInputError(f"{path_name}: file not found") from exc
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BadInputError(f"{path}: image too large (decompression bomb guard)") from exc
+        raise BadInputError(f"{path_name}: image too large (decompression bomb guard)") from exc
     except (OSError, SyntaxError, ValueError) as exc:
-        raise BadInputError(f"{path}: unreadable image ({exc})") from exc
+        raise BadInputError(f"{path_name}: unreadable image ({exc})") from exc
 
 
 def load_label_map(path: Path, num_classes: int, size: tuple[int, int] | None = None) -> np.ndarray:
