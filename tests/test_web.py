@@ -20,6 +20,7 @@ import pytest
 from PIL import Image
 
 from pipeline.encoders import create_visual_encoder
+from pipeline.segmentation import web
 from pipeline.segmentation.web import ServeConfig, make_server, parse_form
 from tests.helpers import SEGMENT_INPUT, untrained_checkpoint
 
@@ -116,6 +117,12 @@ def test_bad_input_is_a_one_line_400(server_url: str, tmp_path: Path, monkeypatc
     assert len(errors) == 1 and "\n" not in errors[0] and expected in errors[0], errors
     assert 'id="overlay"' not in page
     assert not list(tmp_path.iterdir())  # nothing written
+
+
+def test_an_upload_over_the_limit_is_refused_with_413(server_url: str, monkeypatch) -> None:
+    monkeypatch.setattr(web, "MAX_UPLOAD_BYTES", 1000)
+    status, page = _post(server_url, _multipart(_png((40, 40)), "car"))
+    assert status == 413 and "at most 1000 accepted" in page and 'id="overlay"' not in page
 
 
 def test_wrong_content_type_and_unknown_paths(server_url: str) -> None:

@@ -40,6 +40,10 @@ label{display:block;margin:.6rem 0 .2rem}input[type=text]{width:100%}
 table{border-collapse:collapse}td,th{padding:.2rem .8rem;border-bottom:1px solid #ddd}"""
 
 
+class UploadTooLarge(BadInputError):
+    """A request body over ``MAX_UPLOAD_BYTES`` (HTTP 413)."""
+
+
 @dataclass(frozen=True)
 class ServeConfig:
     """What every request segments with (the page only chooses image, classes, threshold)."""
@@ -138,25 +142,32 @@ class SegmentHandler(BaseHTTPRequestHandler):
         if self.path != "/segment":
             self._send(HTTPStatus.NOT_FOUND, "<p>not found</p>")
             return
-        length = int(self.headers.get("Content-Length") or 0)
-        if length > MAX_UPLOAD_BYTES:
-            message = f"upload of {length} bytes; at most {MAX_UPLOAD_BYTES} accepted"
-            self._send(HTTPStatus.REQUEST_ENTITY_TOO_LARGE,
-                       form_page(self.config, result=error_html(message)))
-            return
         fields: dict[str, tuple[str | None, bytes]] = {}
         try:
-            fields = parse_form(self.headers.get("Content-Type", ""), self.rfile.read(length))
+            body = self._read_body()
+            fields = parse_form(self.headers.get("Content-Type", ""), body)
             result, threshold = run_request(self.config, fields)
         except FusionerError as exc:
             log.info("refused a request: %s", exc)
-            page = form_page(self.config, *_echo(fields), result=error_html(" ".join(
-                str(exc).split())))
-            self._send(HTTPStatus.BAD_REQUEST, page)
+            status = (HTTPStatus.REQUEST_ENTITY_TOO_LARGE if isinstance(exc, UploadTooLarge)
+                      else HTTPStatus.BAD_REQUEST)
+            message = " ".join(str(exc).split())
+            self._send(status, form_page(self.config, *_echo(fields), result=error_html(message)))
             return
         log.info("segmented %s into %s", result.image.size, result.class_names)
         self._send(HTTPStatus.OK, form_page(self.config, *_echo(fields),
                                             result=result_html(result, threshold)))
+
+    def _read_body(self) -> bytes:
+        try:
+            length = int(self.headers.get("Content-Length") or 0)
+        except ValueError:
+            length = -1
+        if length < 0:
+            raise BadInputError("bad Content-Length header")
+        if length > MAX_UPLOAD_BYTES:
+            raise UploadTooLarge(f"upload of {length} bytes; at most {MAX_UPLOAD_BYTES} accepted")
+        return self.rfile.read(length)
 
     def _send(self, status: HTTPStatus, page: str) -> None:
         body = page.encode("utf-8")
