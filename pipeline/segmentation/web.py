@@ -2,8 +2,9 @@
 
 Standard library only (``http.server``): ``GET /`` serves the form, ``POST /segment`` (multipart
 form: ``image``, ``classes``, ``threshold``) answers a page with the overlay (legend included)
-and each class's share of the pixels, or the one-line error with HTTP 400. Nothing is written
-to disk; the models load on the first request and are reused (``load_segmenter``'s cache).
+and each class's share of the pixels, or the one-line error with HTTP 400 (413: too large).
+Nothing is written to disk; the models load once (``fusioner-serve`` loads them before serving)
+and are reused through ``load_segmenter``'s cache.
 Meant for localhost (``fusioner-serve`` binds 127.0.0.1 by default): no authentication.
 """
 
