@@ -29,7 +29,7 @@ from pipeline.data.base import load_rgb_image
 from pipeline.errors import BadInputError, FusionerError
 from pipeline.segmentation.api import Method, segment
 from pipeline.segmentation.core import SegmentationResult
-from pipeline.thresholds import Threshold, describe, parse_threshold
+from pipeline.thresholds import PAPER_THRESHOLD, Threshold, describe, parse_threshold
 
 log = logging.getLogger("fusioner.serve")
 MAX_UPLOAD_BYTES = 32 * 2**20
@@ -51,7 +51,7 @@ class ServeConfig:
 
     checkpoint: Path | None
     method: Method = "fusion"
-    threshold: Threshold = 0.5
+    threshold: Threshold = PAPER_THRESHOLD
     weights: Path | None = None
     text_weights: Path | None = None
     random_init: bool = False
