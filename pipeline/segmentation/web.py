@@ -117,8 +117,8 @@ def run_request(config: ServeConfig, fields: dict[str, tuple[str | None, bytes]]
     if not data:
         raise BadInputError("no image uploaded")
     image = load_rgb_image(io.BytesIO(data), name=filename or "uploaded image")
-    classes = fields.get("classes", (None, b""))[1].decode("utf-8", "replace")
-    raw_threshold = fields.get("threshold", (None, b""))[1].decode("utf-8", "replace").strip()
+    classes = _text(fields, "classes")
+    raw_threshold = _text(fields, "threshold").strip()
     threshold = parse_threshold(raw_threshold) if raw_threshold else config.threshold
     with _MODEL_LOCK:
         result = segment(image, classes, config.checkpoint, method=config.method,
@@ -189,10 +189,14 @@ def make_server(config: ServeConfig, host: str = "127.0.0.1", port: int = 7860
     return ThreadingHTTPServer((host, port), handler)
 
 
+def _text(fields: dict[str, tuple[str | None, bytes]], name: str) -> str:
+    """A text field of the form as sent ("" if absent)."""
+    return fields.get(name, (None, b""))[1].decode("utf-8", "replace")
+
+
 def _echo(fields: dict[str, tuple[str | None, bytes]]) -> tuple[str, str]:
     """The form's text fields as sent, to refill the form."""
-    return tuple(fields.get(k, (None, b""))[1].decode("utf-8", "replace")  # type: ignore[return-value]
-                 for k in ("classes", "threshold"))
+    return _text(fields, "classes"), _text(fields, "threshold")
 
 
 def _checkpoint_note(config: ServeConfig) -> str:
