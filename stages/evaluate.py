@@ -10,8 +10,8 @@ from pipeline.evaluation import (
     MODES,
     PAPER_RULE,
     open_folds,
-    overlay_dataset,
     run_folds,
+    source_dataset,
     write_outputs,
 )
 from pipeline.store import DEFAULT_CACHE_DIR
@@ -49,6 +49,9 @@ def _line(name: str, scores: dict) -> str:
 @click.option("--threshold", default="0.5", callback=threshold_option,
               help="Foreground rule: a probability (the paper's 0.5), or 'adaptive': per "
                    "probability map min(0.5, mean + 2 std). Other rules also score 0.5.")
+@click.option("--resolution", type=click.Choice(["original", "cached"]), default="original",
+              help="Score at each image's original mask size (as published; reads the masks "
+                   "from --data-root) or at the store's cached label size (no dataset needed).")
 @click.option("--out-metrics", type=click.Path(path_type=Path),
               default=Path("metrics/metrics.json"), help="Metrics file (dvc metrics).")
 @click.option("--out-plots", type=click.Path(path_type=Path), default=Path("plots"),
@@ -64,7 +67,8 @@ def _line(name: str, scores: dict) -> str:
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @one_line_errors
 def main(checkpoints: tuple[Path, ...], cache_dir: Path, split: str, data_root: Path | None,
-         mode: str, baselines: bool, seen_reference: bool, threshold: Threshold, out_metrics: Path,
+         mode: str, baselines: bool, seen_reference: bool, threshold: Threshold, resolution: str,
+         out_metrics: Path,
          out_plots: Path, num_overlays: int, batch_size: int, num_workers: int, device: str,
          seed: int, no_progress: bool, verbose: bool) -> None:
     """Score fusion checkpoints on their folds' unseen classes, with baselines, from the cache.
@@ -76,7 +80,9 @@ def main(checkpoints: tuple[Path, ...], cache_dir: Path, split: str, data_root: 
         raise click.BadParameter("need --batch-size >= 1 and --num-overlays >= 0")
     modes = MODES if mode == "both" else (mode,)
     folds = open_folds(checkpoints, cache_dir, split, resolve_device(device))
-    dataset = overlay_dataset(folds, split, data_root) if num_overlays else None
+    dataset = None
+    if num_overlays or resolution == "original":
+        dataset, folds = source_dataset(folds, split, data_root, resolution == "original")
     results = run_folds(folds, modes=modes, baselines=baselines,  # type: ignore[arg-type]
                         seen_reference=seen_reference, seed=seed,
                         batch_size=batch_size, threshold=threshold, num_workers=num_workers,

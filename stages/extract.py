@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from pipeline.data import create_dataset, list_datasets
+from pipeline.data import SegmentationDataset, create_dataset, list_datasets
 from pipeline.encoders import create_text_encoder, create_visual_encoder
 from pipeline.errors import FusionerError
 from pipeline.extract import extract_text, extract_visual
@@ -85,22 +85,24 @@ def main(visual: str | None, text: str | None, dataset: str, splits: tuple[str, 
     if not visual and not text:
         raise FusionerError("nothing to do: give --backbone and/or --text-encoder")
     reports = []
+    # every split is opened (and its labels checked) before any encoder is built or store written
+    datasets = {split: create_dataset(dataset, split, data_root) for split in splits}
     if text:
         encoder = create_text_encoder(text, text_weights, random_init)
-        names = create_dataset(dataset, splits[0], data_root).class_names
+        names = datasets[splits[0]].class_names
         reports.append(extract_text(names, encoder, text_store_path(cache_dir, text, dataset),
                                     dataset, overwrite=overwrite))
     if visual and (scheduler or workers):
         reports.extend(_extract_distributed(
-            visual, dataset, splits, data_root, cache_dir, weights, random_init, image_size,
+            visual, dataset, datasets, cache_dir, weights, random_init, image_size,
             batch_size, shard_images, device, overwrite, skip_bad, scheduler, workers, retries))
     elif visual:
         run_on = resolve_device(device)
         encoder = create_visual_encoder(visual, weights, random_init, image_size)
         log.info("visual encoder %s on %s", encoder.slug, run_on)
-        for split in splits:
+        for split, opened in datasets.items():
             reports.append(extract_visual(
-                create_dataset(dataset, split, data_root), encoder,
+                opened, encoder,
                 visual_store_path(cache_dir, visual, dataset, split), batch_size=batch_size,
                 device=run_on, shard_images=shard_images, num_workers=num_workers,
                 overwrite=overwrite, skip_bad=skip_bad,
@@ -110,8 +112,8 @@ def main(visual: str | None, text: str | None, dataset: str, splits: tuple[str, 
         report.write_text(json.dumps(reports, indent=2))
 
 
-def _extract_distributed(visual: str, dataset: str, splits: tuple[str, ...],
-                         data_root: Path | None, cache_dir: Path, weights: Path | None,
+def _extract_distributed(visual: str, dataset: str, datasets: dict[str, SegmentationDataset],
+                         cache_dir: Path, weights: Path | None,
                          random_init: bool, image_size: tuple[int, int] | None, batch_size: int,
                          shard_images: int, device: str, overwrite: bool, skip_bad: bool,
                          scheduler: str | None, workers: int | None, retries: int) -> list[dict]:
@@ -126,10 +128,10 @@ def _extract_distributed(visual: str, dataset: str, splits: tuple[str, ...],
     threads = None if scheduler else local_torch_threads(workers or 1)
     reports = []
     with dask_client(scheduler, workers) as client:
-        for split in splits:
+        for split, opened in datasets.items():
             reports.append(extract_visual_distributed(
-                client, create_dataset(dataset, split, data_root), encoder,
-                visual_store_path(cache_dir, visual, dataset, split), batch_size=batch_size,
+                client, opened, encoder, visual_store_path(cache_dir, visual, dataset, split),
+                batch_size=batch_size,
                 device=device, shard_images=shard_images, overwrite=overwrite,
                 skip_bad=skip_bad, retries=retries, torch_threads=threads,
             ))

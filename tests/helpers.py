@@ -10,6 +10,7 @@ from pathlib import Path
 from pipeline.data.base import default_data_root
 
 CAMVID = default_data_root() / "camvid"
+COCO128 = default_data_root() / "coco128-seg"
 TINY_FIT = ["--epochs", "4", "--batch-size", "4", "--dim", "32", "--layers", "1", "--heads", "2",
             "--embed-dim", "16", "--decoder-channels", "16,8,8", "--no-progress"]
 """fusioner-fit options of a tiny model that trains on ``make_stores`` stores in seconds."""
@@ -26,6 +27,20 @@ def make_mini_camvid(root: Path, per_split: int = 5) -> Path:
             shutil.copy(image, root / split / "images" / image.name)
             label = CAMVID / split / "labels" / f"{image.stem}.png"
             shutil.copy(label, root / split / "labels" / label.name)
+    return root
+
+
+def make_mini_coco128(root: Path, count: int = 8) -> Path:
+    """A coco128-seg folder with its data.yaml and the first ``count`` real images + labels
+    (the fixed split makes every 4th image val: ``count`` 8 -> 6 train, 2 val)."""
+    for kind in ("images", "labels"):
+        (root / kind / "train2017").mkdir(parents=True, exist_ok=True)
+    shutil.copy(COCO128 / "data.yaml", root / "data.yaml")
+    for image in sorted((COCO128 / "images" / "train2017").glob("*.jpg"))[:count]:
+        shutil.copy(image, root / "images" / "train2017" / image.name)
+        label = COCO128 / "labels" / "train2017" / f"{image.stem}.txt"
+        if label.exists():
+            shutil.copy(label, root / "labels" / "train2017" / label.name)
     return root
 
 

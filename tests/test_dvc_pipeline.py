@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.helpers import make_mini_camvid
+from tests.helpers import make_mini_camvid, make_mini_coco128
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {
@@ -28,6 +28,13 @@ TINY = {
             "device": "cpu"},
     "evaluate": {"mode": "both", "num-overlays": 1, "device": "cpu"},
 }
+TINY["extract_coco128"] = {k: v for k, v in TINY["extract_visual"].items()}
+TINY["fit_coco128"] = {k: v for k, v in TINY["fit"].items() if k != "fold"}
+TINY["evaluate_coco128"] = {**TINY["evaluate"], "threshold": "adaptive"}
+COCO128_STAGES = {"extract_coco128_visual", "extract_coco128_text", "evaluate_coco128",
+                  *(f"fit_coco128@{fold}" for fold in range(4))}
+TEXT_PAIR_STAGES = {"extract_coco128_text", *(f"fit_coco128@{fold}" for fold in range(4)),
+                    "evaluate_coco128"}  # coco128 extracts the pair itself: its text reruns
 
 
 def _sh(repo: Path, *args: str) -> str:
@@ -69,6 +76,7 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"]["root"] = str(data)
+    params["coco128"]["root"] = str(make_mini_coco128(base / "data" / "coco128-seg"))
     params["encoders"] = {"visual": ["dino_vits16", "dinov2_vits14"],
                           "text": ["minilm_l6", "bert_base"]}
     params["pair"] = {"visual": "dino_vits16", "text": "minilm_l6"}
@@ -86,10 +94,16 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_pipeline_reruns_only_what_changed(repo: Path) -> None:
     first = _repro(repo)
     assert first == {"extract_visual@dino_vits16", "extract_visual@dinov2_vits14",
-                     "extract_text@minilm_l6", "extract_text@bert_base", "fit", "evaluate"}
+                     "extract_text@minilm_l6", "extract_text@bert_base", "fit", "evaluate",
+                     *COCO128_STAGES}
     metrics = yaml.safe_load((repo / "metrics" / "metrics.json").read_text())
     assert metrics  # evaluate wrote its metrics
-    assert "metrics/metrics.json" in _sh(repo, "dvc", "metrics", "show", "--json")
+    coco = yaml.safe_load((repo / "metrics" / "coco128.json").read_text())
+    assert (coco["dataset"], coco["folds"], coco["resolution"]) == ("coco128", [0, 1, 2, 3],
+                                                                    "original")
+    assert set(coco["per_fold"]) == {"fold0", "fold1", "fold2", "fold3"}
+    shown = _sh(repo, "dvc", "metrics", "show", "--json")
+    assert "metrics/metrics.json" in shown and "metrics/coco128.json" in shown
 
     assert _repro(repo) == set(), "a second dvc repro must be a no-op"
 
@@ -98,9 +112,9 @@ def test_pipeline_reruns_only_what_changed(repo: Path) -> None:
 
     visual_lock = _lock_hashes(repo, "extract_visual@dino_vits16")
     _set_params(repo, **{"pair.text": "bert_base"})
-    assert _repro(repo) == {"fit", "evaluate"}
+    assert _repro(repo) == {"fit", "evaluate", *TEXT_PAIR_STAGES}
     _set_params(repo, **{"pair.visual": "dinov2_vits14"})
-    assert _repro(repo) == {"fit", "evaluate"}
+    assert _repro(repo) == {"fit", "evaluate", *COCO128_STAGES} - {"extract_coco128_text"}
     assert _lock_hashes(repo, "extract_visual@dino_vits16") == visual_lock
 
     _set_params(repo, **{"pair.visual": "dino_vits16", "pair.text": "minilm_l6"})
@@ -111,7 +125,8 @@ def test_pipeline_reruns_only_what_changed(repo: Path) -> None:
 def test_adding_an_encoder_runs_only_its_extraction(repo: Path) -> None:
     _set_params(repo, **{"encoders.text": ["minilm_l6", "bert_base", "clip_vitb16_text"],
                          "pair.text": "clip_vitb16_text"})
-    assert _repro(repo) == {"extract_text@clip_vitb16_text", "fit", "evaluate"}
+    assert _repro(repo) == {"extract_text@clip_vitb16_text", "fit", "evaluate",
+                            *TEXT_PAIR_STAGES}
 
 
 def _lock_hashes(repo: Path, stage: str) -> list[str]:
@@ -120,7 +135,10 @@ def _lock_hashes(repo: Path, stage: str) -> list[str]:
 
 
 STAGE_MODULES = {"extract_visual": "stages.extract", "extract_text": "stages.extract",
-                 "fit": "stages.fit", "evaluate": "stages.evaluate"}
+                 "fit": "stages.fit", "evaluate": "stages.evaluate",
+                 "extract_coco128_visual": "stages.extract",
+                 "extract_coco128_text": "stages.extract", "fit_coco128": "stages.fit",
+                 "evaluate_coco128": "stages.evaluate"}
 _LOADED_FILES = ("import sys, importlib; importlib.import_module(sys.argv[1]); "
                  "print('\\n'.join(m.__file__ for n, m in list(sys.modules.items()) "
                  "if n.split('.')[0] in ('pipeline', 'stages') and getattr(m, '__file__', None)))")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +64,8 @@ def setup(tmp_path_factory: pytest.TempPathFactory) -> tuple[TinyStores, Path, P
 def _args(stores: TinyStores, checkpoint: Path, out: Path, *extra: str) -> list[str]:
     return ["--checkpoint", str(checkpoint), "--cache-dir", str(stores.cache_dir), "--split",
             "val", "--out-metrics", str(out / "metrics.json"), "--out-plots", str(out / "plots"),
-            "--device", "cpu", "--batch-size", "4", "--no-progress", *extra]
+            "--device", "cpu", "--batch-size", "4", "--no-progress", "--resolution", "cached",
+            *extra]  # a later --resolution in ``extra`` wins
 
 
 def _leaves(value: object) -> list[float]:
@@ -75,7 +77,8 @@ def _leaves(value: object) -> list[float]:
 def test_cli_writes_metrics_table_and_overlays(setup, tmp_path: Path) -> None:
     stores, checkpoint, data = setup
     result = CliRunner().invoke(main, _args(stores, checkpoint, tmp_path, "--data-root",
-                                            str(data), "--num-overlays", "3"))
+                                            str(data), "--num-overlays", "3", "--resolution",
+                                            "original"))
     assert result.exit_code == 0, result.output
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert (metrics["dataset"], metrics["split"], metrics["folds"]) == ("camvid", "val", [0])
@@ -116,11 +119,11 @@ class Oracle(nn.Module):
         items = [features[i] for i in range(len(features))]
         self.labels = {item["patch_tokens"].numpy().tobytes(): item["label"] for item in items}
 
-    def predict(self, tokens: Tensor, text: Tensor, text_mask: Tensor | None = None,
-                size: tuple[int, int] | None = None) -> Tensor:
+    def forward(self, tokens: Tensor, text: Tensor, text_mask: Tensor | None = None) -> Tensor:
+        """Saturated logits (+-30) of the true masks, at the stored label size."""
         labels = torch.stack([self.labels[t.numpy().tobytes()] for t in tokens])
         ids = (text @ self.table.T).argmax(-1)  # (B, K): exact rows of the table
-        return (labels[:, None] == ids[:, :, None, None]).float()
+        return (labels[:, None] == ids[:, :, None, None]).float() * 60 - 30
 
 
 def test_oracle_scores_one_and_all_foreground_matches_hand_count(setup) -> None:
@@ -258,3 +261,52 @@ def test_evaluate_needs_no_encoder_library(setup, tmp_path: Path) -> None:
     proc = run_without_encoders("stages.evaluate", args)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (tmp_path / "metrics.json").is_file()
+
+
+def _all_foreground_miou(labels: list[np.ndarray], unseen: tuple[int, ...]) -> float:
+    """Binary all-foreground mIoU by hand: per class, its pixels over the labelled pixels of
+    the images showing it, accumulated over the split."""
+    ious = []
+    for c in unseen:
+        showing = [label for label in labels if (label == c).any()]
+        if showing:
+            ious.append(sum(int((x == c).sum()) for x in showing)
+                        / sum(int((x != 255).sum()) for x in showing))
+    return float(np.mean(ious))
+
+
+def test_original_resolution_scores_the_datasets_own_masks(setup, tmp_path: Path) -> None:
+    """--resolution original reads each image's mask from the dataset (here at twice the cached
+    size, its left quarter ignored, so the two resolutions must disagree)."""
+    stores, checkpoint, data = setup
+    root = tmp_path / "camvid"
+    shutil.copytree(data, root)
+    originals = []
+    for path in sorted((root / "val" / "labels").glob("*.png")):
+        label = np.asarray(Image.open(path)).copy()
+        label[:, : label.shape[1] // 4] = 255
+        Image.fromarray(label).save(path)
+        originals.append(label)
+    scores = {}
+    for resolution in ("original", "cached"):
+        out = tmp_path / resolution
+        result = CliRunner().invoke(main, _args(stores, checkpoint, out, "--data-root", str(root),
+                                                "--resolution", resolution, "--mode", "binary",
+                                                "--num-overlays", "0"))
+        assert result.exit_code == 0, result.output
+        scores[resolution] = json.loads((out / "metrics.json").read_text())
+    h, w = stores.label_size
+    assert scores["original"]["resolution"] == "original"
+    assert scores["cached"]["resolution"] == f"{h}x{w}"
+    assert "original mask resolution" in scores["original"]["protocol"]["binary"]
+    by_hand = _all_foreground_miou(originals, UNSEEN)
+    found = {r: s["baselines"]["all_foreground"]["binary"]["miou"] for r, s in scores.items()}
+    assert found["original"] == pytest.approx(by_hand, abs=1e-6)
+    assert found["cached"] != pytest.approx(by_hand, abs=1e-3)
+
+
+def test_original_resolution_needs_the_dataset(setup, tmp_path: Path) -> None:
+    stores, checkpoint, _ = setup
+    invoke_error(main, _args(stores, checkpoint, tmp_path, "--data-root",
+                             str(tmp_path / "nowhere"), "--num-overlays", "0", "--resolution",
+                             "original"), "nowhere")

@@ -12,7 +12,14 @@ from pipeline.data.folder import FolderDataset
 from pipeline.data.fss import FSS1000
 from pipeline.data.mosaic import Mosaic4, build_mosaic4
 from pipeline.data.pascal import PascalVOC
-from pipeline.data.splits import ZeroShotSplit, get_split, split_for, training_view
+from pipeline.data.splits import (
+    ZeroShotSplit,
+    get_split,
+    register_interleaved_split,
+    split_for,
+    training_view,
+)
+from pipeline.data.yolo import Coco128, YoloSegDataset
 from pipeline.errors import UnknownNameError
 
 DatasetFactory = Callable[[Path, str], SegmentationDataset]
@@ -23,7 +30,11 @@ _DATASETS: dict[str, tuple[DatasetFactory, str]] = {
     "fss1000": (FSS1000, "FSS-1000"),
     "mosaic4": (Mosaic4, "mosaic4"),  # built by build_mosaic4 from FSS-1000
     "folder": (FolderDataset, "folder"),  # a user's own images/ + masks/ + classes.txt
+    "yolo": (YoloSegDataset, "yolo"),  # any Ultralytics YOLO-seg dataset (data.yaml)
+    "coco128": (Coco128, "coco128-seg"),  # the embedded many-class dataset, fixed hold-out
 }
+for _name in ("yolo", "coco128"):
+    register_interleaved_split(_name)
 
 
 def register_dataset(name: str, factory: DatasetFactory, default_subdir: str) -> None:

@@ -35,6 +35,8 @@ class ZeroShotSplit:
 
 
 _SPLITS: dict[str, Callable[[int], ZeroShotSplit]] = {}
+INTERLEAVED_FOLDS = 4
+_INTERLEAVED: set[str] = set()  # datasets whose folds interleave over their own class list
 
 
 def register_split(dataset: str) -> Callable[[Callable[[int], ZeroShotSplit]], Callable]:
@@ -47,12 +49,22 @@ def register_split(dataset: str) -> Callable[[Callable[[int], ZeroShotSplit]], C
     return wrap
 
 
-def get_split(dataset: str, fold: int) -> ZeroShotSplit:
-    """The seen/unseen classes of ``fold`` for ``dataset`` (fixed-vocabulary datasets)."""
-    if dataset not in _SPLITS:
-        raise UnknownNameError(f"no zero-shot split for dataset '{dataset}'; known: "
-                               f"{sorted(_SPLITS)} (folder vocabularies: split_for(dataset, fold))")
-    return _SPLITS[dataset](fold)
+def register_interleaved_split(dataset: str) -> None:
+    """Give ``dataset`` the folds of ``interleaved_split`` over its own class names."""
+    _INTERLEAVED.add(dataset)
+
+
+def get_split(dataset: str, fold: int,
+              class_names: Sequence[str] | None = None) -> ZeroShotSplit:
+    """The seen/unseen classes of ``fold`` for ``dataset``: a fixed-vocabulary dataset's
+    registered folds, or (given its ``class_names``) an interleaved-fold dataset's."""
+    if dataset in _SPLITS:
+        return _SPLITS[dataset](fold)
+    if dataset in _INTERLEAVED and class_names is not None:
+        return interleaved_split(dataset, class_names, fold)
+    raise UnknownNameError(f"no zero-shot split for dataset '{dataset}'; known: "
+                           f"{sorted(_SPLITS | dict.fromkeys(_INTERLEAVED))} (folder "
+                           "vocabularies: split_for(dataset, fold))")
 
 
 def split_for(dataset: object, fold: int) -> ZeroShotSplit:
@@ -146,6 +158,18 @@ def coco_split(fold: int) -> ZeroShotSplit:
     unseen = tuple(4 * k + fold + 1 for k in range(20))
     seen = tuple(c for c in range(1, 81) if c not in unseen)
     return ZeroShotSplit("coco", fold, seen, unseen, background=0)
+
+
+def interleaved_split(dataset: str, class_names: Sequence[str], fold: int,
+                      folds: int = INTERLEAVED_FOLDS) -> ZeroShotSplit:
+    """COCO-20i's rule over any vocabulary: the k-th class other than background (k = 0, 1, ...)
+    is unseen in fold k mod ``folds``; background is neither seen nor unseen."""
+    _check_fold(dataset, fold, folds)
+    bg = background_id(class_names)
+    classes = [c for c in range(len(class_names)) if c != bg]
+    unseen = tuple(c for k, c in enumerate(classes) if k % folds == fold)
+    seen = tuple(c for c in classes if c not in unseen)
+    return ZeroShotSplit(dataset, fold, seen, unseen, background=bg)
 
 
 def all_unseen_split(dataset: str, class_names: Sequence[str], fold: int = 0) -> ZeroShotSplit:

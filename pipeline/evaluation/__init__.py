@@ -2,8 +2,8 @@
 
 from pipeline.evaluation.report import (
     metrics_document,
-    overlay_dataset,
     per_class_rows,
+    source_dataset,
     write_outputs,
 )
 from pipeline.evaluation.run import (
@@ -31,9 +31,9 @@ __all__ = [
     "metrics_document",
     "open_fold",
     "open_folds",
-    "overlay_dataset",
     "per_class_rows",
     "random_text_table",
     "run_folds",
+    "source_dataset",
     "write_outputs",
 ]

@@ -17,6 +17,7 @@ import json
 import math
 import os
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +26,7 @@ from PIL import Image
 
 from pipeline.data import create_dataset
 from pipeline.data.base import IGNORE_INDEX, SegmentationDataset
-from pipeline.errors import BadInputError
+from pipeline.evaluation.labels import OriginalLabels
 from pipeline.evaluation.run import (
     ALL_FOREGROUND,
     MODEL,
@@ -45,10 +46,12 @@ UNITS = "fraction"  # every IoU in metrics.json and the CSV is in [0, 1]
 NONE_COLOUR, IGNORE_COLOUR = (0, 0, 0), (128, 128, 128)
 
 
-def protocol(mode: Mode, size: tuple[int, int], threshold: Threshold) -> str:
+def protocol(mode: Mode, resolution: str, threshold: Threshold) -> str:
     """One line saying how ``mode`` was measured (the README has the long form)."""
-    where = (f"at the cached label resolution {size[0]}x{size[1]}, logits upsampled bilinearly "
-             "(paper: 224 sliding windows at the original resolution)")
+    where = ("at each image's original mask resolution" if resolution == "original"
+             else f"at the cached label resolution {resolution}")
+    where += (", logits upsampled bilinearly from the decoder's output (paper: 224 sliding "
+              "windows at the original resolution)")
     rule = describe(threshold)
     if mode == "binary":
         return ("paper/HSNet binary episodes: image + ONE unseen class name present in it per "
@@ -126,7 +129,7 @@ def metrics_document(results: Sequence[FoldResult], split: str,
     modes = list(results[0].episodes)
     return {
         "units": UNITS,
-        "protocol": {mode: protocol(mode, first.label_size, threshold) for mode in modes},
+        "protocol": {mode: protocol(mode, first.resolution, threshold) for mode in modes},
         "threshold": threshold,
         "dataset": first.meta["dataset"],
         "split": split,
@@ -134,7 +137,7 @@ def metrics_document(results: Sequence[FoldResult], split: str,
         "text": first.meta["text"]["encoder"],
         "random_init": {side: bool(first.meta[side].get("random_init", False))
                         for side in ("visual", "text")},  # True: test weights, not a result
-        "resolution": list(first.label_size),
+        "resolution": first.resolution,
         "folds": [r.inputs.split.fold for r in results],
         "unseen_classes": [name for r in results for name in fold_record(r)["unseen_classes"]],
         **_scores_block(mean),
@@ -201,17 +204,16 @@ def render_overlay(image: Image.Image, label: np.ndarray, predictions: Mapping[s
 PANEL_TITLES = {"binary": "binary (each class alone)", "multiclass": "multi-class (all unseen)"}
 
 
-def overlay_dataset(folds: Sequence[FoldInputs], split: str,
-                    data_root: Path | str | None = None) -> SegmentationDataset:
-    """The original images of the folds' store, checked to hold every stored image id."""
+def source_dataset(folds: Sequence[FoldInputs], split: str, data_root: Path | str | None = None,
+                   original: bool = False) -> tuple[SegmentationDataset, list[FoldInputs]]:
+    """The dataset the folds' store was extracted from (for overlay images) and the folds, each
+    with ``truth`` = its original masks when ``original``; one error if an image is missing."""
     dataset = create_dataset(folds[0].meta["dataset"], split, data_root)
-    known = {dataset.image_id(i) for i in range(len(dataset))}
+    checked = []
     for fold in folds:
-        missing = [i for i in fold.features.image_ids() if i not in known]
-        if missing:
-            raise BadInputError(f"image '{missing[0]}' of {fold.features.path} is not in "
-                                f"{dataset.name}/{split} (wrong --data-root?)")
-    return dataset
+        truth = OriginalLabels(dataset, fold.features.image_ids(), str(fold.features.path))
+        checked.append(replace(fold, truth=truth) if original else fold)
+    return dataset, checked
 
 
 def write_overlays(folder: Path, results: Sequence[FoldResult],
@@ -230,8 +232,10 @@ def write_overlays(folder: Path, results: Sequence[FoldResult],
         ids = features.image_ids()  # store rows == dataset items (no subset is opened)
         prefix = f"fold{fold.fold}_" if len(results) > 1 else ""
         for row, predictions in sorted(result.overlays.items()):
+            truth = result.inputs.truth
             picture = render_overlay(dataset[index[ids[row]]].image,
-                                     features[row]["label"].numpy(),
+                                     features[row]["label"].numpy() if truth is None
+                                     else truth(row),
                                      {title: predictions[m] for m, title in PANEL_TITLES.items()
                                       if m in predictions},
                                      fold.unseen, result.inputs.class_names)

@@ -36,9 +36,10 @@ from tqdm import tqdm
 
 from pipeline.data.splits import ZeroShotSplit, evaluation_episodes
 from pipeline.errors import FusionerError, StoreError
+from pipeline.evaluation.labels import OriginalLabels
 from pipeline.metrics import IoUAccumulator, IoUResult, RankingAccumulator, prediction_map
 from pipeline.model.checkpoint import load_fusion_checkpoint, text_expect, visual_expect
-from pipeline.model.fusion import FusionModel
+from pipeline.model.fusion import FusionModel, upsample_logits
 from pipeline.store import (
     CachedFeatureDataset,
     loader_kwargs,
@@ -82,7 +83,13 @@ class FoldInputs:
     features: CachedFeatureDataset
     text_table: Tensor
     class_names: list[str]
-    label_size: tuple[int, int]  # (H, W) of the store's labels: the evaluation resolution
+    label_size: tuple[int, int]  # (H, W) of the store's labels
+    truth: OriginalLabels | None = None  # set: score at each image's original mask size
+
+    @property
+    def resolution(self) -> str:
+        """Where scores are computed: ``original`` mask sizes or the cached ``HxW``."""
+        return "original" if self.truth is not None else "x".join(map(str, self.label_size))
 
 
 @dataclass
@@ -147,12 +154,22 @@ def default_methods(inputs: FoldInputs, baselines: bool = True, seed: int = 0,
     return methods
 
 
-def _probabilities(model: FusionModel, method: Method, tokens: Tensor, class_ids: Tensor,
-                   size: tuple[int, int]) -> Tensor:
-    """(B, K, H, W) probabilities of ``class_ids`` (B, K) at ``size``; all ones = foreground."""
+def _logits(model: FusionModel, method: Method, tokens: Tensor,
+            class_ids: Tensor) -> Tensor | None:
+    """(B, K, h, w) logits of ``class_ids`` (B, K) at the decoder's resolution; None for
+    all-foreground."""
     if method.text is None:
-        return torch.ones(*class_ids.shape, *size, device=tokens.device)
-    return model.predict(tokens, method.text[class_ids], size=size)
+        return None
+    return model(tokens, method.text[class_ids]).float()
+
+
+def _probabilities(logits: Tensor | None, item: int, size: tuple[int, int],
+                   count: int) -> np.ndarray:
+    """(K, H, W) probabilities of batch ``item`` at ``size`` (logits resized bilinearly, then
+    sigmoid); all ones for all-foreground."""
+    if logits is None:
+        return np.ones((count, *size), dtype=np.float32)
+    return upsample_logits(logits[item:item + 1], size)[0].sigmoid().cpu().numpy()
 
 
 def overlay_positions(features: CachedFeatureDataset, split: ZeroShotSplit, count: int,
@@ -179,7 +196,7 @@ class _FoldPass:
                  batch_size: int, threshold: Threshold, overlays: Sequence[int]) -> None:
         self.model, self.split, self.methods = inputs.model.eval(), inputs.split, methods
         self.device = next(self.model.parameters()).device
-        self.unseen, self.size = list(inputs.split.unseen), inputs.label_size
+        self.unseen = list(inputs.split.unseen)
         self.batch_size, self.threshold = batch_size, threshold
         self.acc = {(m.name, mode): IoUAccumulator(self.unseen) for m in methods
                     for mode in modes if mode in m.modes}
@@ -196,16 +213,15 @@ class _FoldPass:
     def _rule(self, method: Method) -> Threshold:
         return self.threshold if method.threshold is None else method.threshold
 
-    def _scores(self, scored: dict[int, np.ndarray], method: Method, tokens: Tensor,
-                class_ids: Tensor) -> np.ndarray:
-        """``method``'s (B, K, H, W) probabilities; one forward pass per text table in
-        ``scored`` (methods that differ only in their threshold share it)."""
+    def _logits(self, scored: dict[int, Tensor | None], method: Method, tokens: Tensor,
+                class_ids: Tensor) -> Tensor | None:
+        """``method``'s logits; one forward pass per text table in ``scored`` (methods that
+        differ only in their threshold share it)."""
         if id(method.text) not in scored:
-            scored[id(method.text)] = _probabilities(self.model, method, tokens, class_ids,
-                                                     self.size).cpu().numpy()
+            scored[id(method.text)] = _logits(self.model, method, tokens, class_ids)
         return scored[id(method.text)]
 
-    def binary(self, tokens: Tensor, labels: np.ndarray, positions: list[int]) -> None:
+    def binary(self, tokens: Tensor, labels: Sequence[np.ndarray], positions: list[int]) -> None:
         """Every (image, unseen class present) episode, ``batch_size`` per forward pass."""
         rows = [(row, c) for row, label in enumerate(labels)
                 for c in evaluation_episodes(label, self.split)]
@@ -214,28 +230,32 @@ class _FoldPass:
             chunk = rows[start:start + self.batch_size]
             which = torch.tensor([r for r, _ in chunk], device=self.device)
             ids = torch.tensor([[c] for _, c in chunk], device=self.device)
-            scored: dict[int, np.ndarray] = {}
+            scored: dict[int, Tensor | None] = {}
             for method in self._methods("binary"):
-                probs = self._scores(scored, method, tokens[which], ids)[:, 0]
-                limits = map_thresholds(probs, self._rule(method))
-                for (row, c), prob, limit in zip(chunk, probs, limits, strict=True):
-                    self.acc[method.name, "binary"].update_binary(c, prob > limit, labels[row])
+                logits = self._logits(scored, method, tokens[which], ids)
+                for item, (row, c) in enumerate(chunk):
+                    label = labels[row]
+                    prob = _probabilities(logits, item, label.shape, 1)[0]
+                    limit = map_thresholds(prob, self._rule(method))
+                    self.acc[method.name, "binary"].update_binary(c, prob > limit, label)
                     if method.name in self.ranking:
-                        self.ranking[method.name].update_binary(c, prob, labels[row])
+                        self.ranking[method.name].update_binary(c, prob, label)
                     if method.name == MODEL and positions[row] in self.binary_probs:
                         self.binary_probs[positions[row]][c] = prob
 
-    def multiclass(self, tokens: Tensor, labels: np.ndarray, positions: list[int]) -> None:
+    def multiclass(self, tokens: Tensor, labels: Sequence[np.ndarray],
+                   positions: list[int]) -> None:
         """Each image against all unseen class names at once."""
         self.episodes["multiclass"] += len(positions)
         ids = torch.tensor(self.unseen, device=self.device).expand(len(positions), -1)
-        scored: dict[int, np.ndarray] = {}
+        scored: dict[int, Tensor | None] = {}
         for method in self._methods("multiclass"):
-            probs = self._scores(scored, method, tokens, ids)
-            for row, prob in enumerate(probs):
+            logits = self._logits(scored, method, tokens, ids)
+            for row, label in enumerate(labels):
+                prob = _probabilities(logits, row, label.shape, len(self.unseen))
                 pred = prediction_map(prob, self.unseen,
                                       map_thresholds(prob, self._rule(method)))
-                self.acc[method.name, "multiclass"].update(pred, labels[row])
+                self.acc[method.name, "multiclass"].update(pred, label)
                 if method.name == MODEL and positions[row] in self.kept:
                     self.kept[positions[row]]["multiclass"] = pred
 
@@ -273,7 +293,9 @@ def evaluate_fold(inputs: FoldInputs, methods: Sequence[Method], modes: Sequence
     for batch in tqdm(loader, desc=f"evaluate fold {inputs.split.fold}", unit="step",
                       leave=False, disable=not progress):
         tokens = batch["patch_tokens"].to(state.device)
-        labels, positions = batch["label"].numpy(), batch["index"].tolist()
+        positions = batch["index"].tolist()
+        labels = (list(batch["label"].numpy()) if inputs.truth is None
+                  else [inputs.truth(p) for p in positions])
         images += len(positions)
         if "binary" in modes:
             state.binary(tokens, labels, positions)

@@ -75,7 +75,7 @@ def open_inputs(config: FitConfig) -> TrainingInputs:
     if names != text.class_names:
         raise StoreError(f"{train_path}: class names {names} differ from the text store's "
                          f"{text.class_names} (re-extract one of them)")
-    split = get_split(config.dataset, config.fold)
+    split = get_split(config.dataset, config.fold, names)
     if max(split.seen + split.unseen) >= len(names):
         raise StoreError(f"{train_path}: {len(names)} classes, but fold {config.fold} of "
                          f"{config.dataset} uses ids up to {max(split.seen + split.unseen)}")
