@@ -133,7 +133,8 @@ class VisualStoreWriter:
                            **codec.chunking(s, tuple(label_size)),  # label maps compress ~25x
                            compressors=BloscCodec(cname="zstd", clevel=1, shuffle="noshuffle"),
                            fill_value=255)
-        for name, array in list(group.arrays()) if self.views else []:
+        for name in ITEM_ARRAYS if self.views else ():  # views 1..V: same codecs, view-major
+            array = group[name]
             view_chunks = {k: (1, *v) for k, v in
                            codec.chunking(s, tuple(array.shape[1:])).items()}
             group.create_array(VIEW_PREFIX + name, shape=(self.views, *array.shape),
