@@ -4,8 +4,9 @@ For each N the same CamVid train images are extracted into a fresh store with N 
 (random resized crop + flip, the default recipe) by ``pipeline.extract.extract_visual``, with
 the pipeline's default visual encoder (random-init weights: same FLOPs and bytes). Reported:
 store bytes on disk, extraction seconds (decode, N crops, N + 1 forward passes, writes) and
-both relative to N = 0, and the bytes one fit epoch reads from the store under the per-shard
-view draw (``pipeline.train.views``), summed over the chunk files of the views it picks.
+both relative to N = 0 (repeats interleaved, medians; ratios are medians of per-repeat ratios),
+and the bytes one fit epoch reads from the store under the per-shard view draw
+(``pipeline.train.views``), summed over the chunk files of the views it picks.
 
 Run: ``python -m bench.views [--quick]``.
 """
@@ -19,7 +20,7 @@ from pathlib import Path
 
 import zarr
 
-from bench.common import BENCH_CACHE, MB, VISUAL, Table, camvid_subset, dir_bytes
+from bench.common import BENCH_CACHE, MB, VISUAL, Table, camvid_subset, dir_bytes, median, spread
 from pipeline.data.views import ViewRecipe
 from pipeline.encoders import create_visual_encoder
 from pipeline.extract import extract_visual
@@ -43,32 +44,36 @@ def epoch_read_bytes(store: Path, epoch: int, seed: int = 0) -> int:
 
 
 def run(quick: bool = False, work: Path = BENCH_CACHE / "views") -> list[Table]:
-    n_images, counts = (16, (0, 1, 2)) if quick else (48, (0, 1, 2, 4))
+    n_images, counts, repeats = (16, (0, 1, 2), 1) if quick else (40, (0, 1, 2, 4), 2)
     logging.getLogger("pipeline.extract").setLevel(logging.WARNING)
     dataset = camvid_subset(n_images)
     encoder = create_visual_encoder(VISUAL, random_init=True).eval()
-    rows = []
-    for count in counts:
-        store = work / f"views{count}.zarr"
-        recipe = ViewRecipe(count) if count else None
-        report = extract_visual(dataset, encoder, store, overwrite=True, views=recipe)
-        epoch = [epoch_read_bytes(store, e) for e in range(max(count + 1, 1))]
-        rows.append((count, dir_bytes(store), report["seconds"], sum(epoch) / len(epoch)))
+    seconds: dict[int, list[float]] = {count: [] for count in counts}
+    sizes, reads = {}, {}
+    for _ in range(repeats):  # interleaved: each repeat measures every N once
+        for count in counts:
+            store = work / f"views{count}.zarr"
+            recipe = ViewRecipe(count) if count else None
+            report = extract_visual(dataset, encoder, store, overwrite=True, views=recipe)
+            seconds[count].append(report["seconds"])
+            sizes[count] = dir_bytes(store)
+            reads[count] = median([epoch_read_bytes(store, e) for e in range(count + 1)])
     shutil.rmtree(work, ignore_errors=True)
-    base_bytes, base_seconds = rows[0][1], rows[0][2]
     height, width = encoder.image_size
     table = Table(
         f"Augmented views: store size and extraction time vs N ({VISUAL}, {height}x{width}, "
-        f"{n_images} CamVid train images, one run)",
+        f"{n_images} CamVid train images, median of {repeats})",
         ["views N", "store MB", "store / N=0", "extraction s", "extraction / N=0",
          "MB read per fit epoch"],
         notes=["store: the visual store on disk (default codec); view arrays are view-major, "
                "one file per view and shard",
-               "MB read per fit epoch: mean over the epochs of one view cycle (N + 1 epochs) "
+               "extraction s: median [min-max]; ratio: median of per-repeat ratios",
+               "MB read per fit epoch: median over the epochs of one view cycle (N + 1 epochs) "
                "of the chunk files the per-shard view draw reads"])
-    for count, size, seconds, read in rows:
-        table.add(count, size / MB, size / base_bytes, seconds, seconds / base_seconds,
-                  read / MB)
+    for count in counts:
+        ratios = [s / b for s, b in zip(seconds[count], seconds[counts[0]], strict=True)]
+        table.add(count, sizes[count] / MB, sizes[count] / sizes[counts[0]],
+                  spread(seconds[count]), median(ratios), reads[count] / MB)
     return [table]
 
 

@@ -17,12 +17,13 @@ from pipeline.data.views import ViewRecipe, crop_box, make_view, view_rng
 from pipeline.encoders import create_visual_encoder
 from pipeline.errors import StoreError
 from pipeline.extract import extract_visual
+from pipeline.model import load_fusion_checkpoint
 from pipeline.store import CachedFeatureDataset
 from pipeline.train import EpisodeDataset, trainer
 from pipeline.train.views import ViewSampler, drawn_view
 from stages.extract import main as extract_main
 from stages.fit import main as fit_main
-from tests.helpers import make_mini_camvid
+from tests.helpers import TINY_FIT, make_mini_camvid
 from tests.tally import invoke_error
 from tests.test_extract import SMALL, _Interrupting
 
@@ -138,7 +139,8 @@ def test_extract_views_layout_only_on_the_training_split(camvid: Path, encoder,
                                                          tmp_path: Path) -> None:
     cache = tmp_path / "cache"
     args = ["--backbone", "dino_vits16", "--random-init", "--data-root", str(camvid),
-            "--cache-dir", str(cache), "--views", "2", "--views-seed", "3", *SMALL]
+            "--cache-dir", str(cache), "--views", "2", "--views-seed", "3", *SMALL,
+            "--text-encoder", "minilm_l6"]
     result = CliRunner().invoke(extract_main, args, catch_exceptions=False)
     assert result.exit_code == 0, result.output
     train = zarr.open_group(str(cache / "visual" / "dino_vits16" / "camvid-train.zarr"), mode="r")
@@ -166,6 +168,13 @@ def test_extract_views_layout_only_on_the_training_split(camvid: Path, encoder,
     before = view_file.stat().st_mtime_ns
     again = CliRunner().invoke(extract_main, args, catch_exceptions=False)
     assert again.exit_code == 0 and view_file.stat().st_mtime_ns == before  # complete: no-op
+    run = tmp_path / "run"
+    fitted = CliRunner().invoke(fit_main, ["--visual", "dino_vits16", "--text", "minilm_l6",
+                                           "--cache-dir", str(cache), "--out", str(run),
+                                           *TINY_FIT, "--epochs", "2"])
+    assert fitted.exit_code == 0, fitted.output
+    meta = load_fusion_checkpoint(run / "checkpoint.pt")[1]
+    assert meta["views"] == recipe and meta["train"]["views"] is None  # all the store holds
 
 
 def test_same_recipe_same_bytes_other_recipe_refused(camvid: Path, encoder,
