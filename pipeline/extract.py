@@ -17,6 +17,7 @@ from tqdm.auto import tqdm
 import pipeline
 from pipeline.data.base import IGNORE_INDEX, SegmentationDataset
 from pipeline.data.transforms import image_to_tensor, resize_label
+from pipeline.data.views import ViewRecipe, make_view
 from pipeline.encoders.templates import PROMPT_TEMPLATES
 from pipeline.encoders.text import TextEncoder
 from pipeline.encoders.visual import VisualEncoder
@@ -29,49 +30,74 @@ log = logging.getLogger(__name__)
 
 
 class _PreparedImages(Dataset):
-    """Decode + resize samples (in DataLoader workers when asked); bad ones flagged, not raised."""
+    """Decode + resize samples (in DataLoader workers when asked); bad ones flagged, not raised.
+
+    With a ``views`` recipe an item also holds its augmented views 1..count (``view_pixels``
+    (V, 3, H, W), ``view_label`` (V, H, W)).
+    """
 
     def __init__(self, dataset: SegmentationDataset, indices: list[int], size: tuple[int, int],
-                 skip_bad: bool) -> None:
+                 skip_bad: bool, views: ViewRecipe | None = None) -> None:
         self.dataset, self.indices, self.size, self.skip_bad = dataset, indices, size, skip_bad
+        self.views = views if views is not None and views.count else None
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, item: int) -> dict[str, Any]:
         index = self.indices[item]
+        count = self.views.count if self.views else 0
+        height, width = self.size
         try:
             sample = self.dataset[index]
         except BadInputError as exc:
             if not self.skip_bad:
                 raise
-            height, width = self.size
-            return {"pixels": torch.zeros(3, height, width), "ok": False, "error": str(exc),
-                    "label": np.full(self.size, IGNORE_INDEX, np.uint8),
-                    "image_id": self.dataset.image_id(index)}
-        return {"pixels": image_to_tensor(sample.image, self.size), "ok": True, "error": "",
-                "label": resize_label(sample.label, self.size), "image_id": sample.image_id}
+            bad = {"pixels": torch.zeros(3, height, width), "ok": False, "error": str(exc),
+                   "label": np.full(self.size, IGNORE_INDEX, np.uint8),
+                   "image_id": self.dataset.image_id(index)}
+            if count:
+                bad["view_pixels"] = torch.zeros(count, 3, height, width)
+                bad["view_label"] = np.full((count, *self.size), IGNORE_INDEX, np.uint8)
+            return bad
+        prepared = {"pixels": image_to_tensor(sample.image, self.size), "ok": True, "error": "",
+                    "label": resize_label(sample.label, self.size), "image_id": sample.image_id}
+        if self.views:
+            views = [make_view(sample.image, sample.label, self.size, self.views, index, view)
+                     for view in range(1, count + 1)]
+            prepared["view_pixels"] = torch.stack([pixels for pixels, _ in views])
+            prepared["view_label"] = np.stack([label for _, label in views])
+        return prepared
 
 
 def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
-    return {
+    batch = {
         "pixels": torch.stack([i["pixels"] for i in items]),
         "label": np.stack([i["label"] for i in items]),
         "image_id": [i["image_id"] for i in items],
         "ok": [i["ok"] for i in items],
         "error": [i["error"] for i in items],
     }
+    if "view_pixels" in items[0]:
+        batch["view_pixels"] = torch.stack([i["view_pixels"] for i in items])
+        batch["view_label"] = np.stack([i["view_label"] for i in items])
+    return batch
 
 
-def visual_store_attrs(encoder: VisualEncoder, dataset: SegmentationDataset) -> dict[str, Any]:
-    """Root attributes of a visual store: encoder provenance + dataset identity + code version."""
-    return {
+def visual_store_attrs(encoder: VisualEncoder, dataset: SegmentationDataset,
+                       views: ViewRecipe | None = None) -> dict[str, Any]:
+    """Root attributes of a visual store: encoder provenance + dataset identity + code version,
+    and the ``views`` recipe when the store holds augmented views (a store without has none)."""
+    attrs = {
         **encoder.provenance(),
         "dataset": dataset.name,
         "split": dataset.split,
         "class_names": list(dataset.class_names),
         "code_version": pipeline.__version__,
     }
+    if views is not None and views.count:
+        attrs["views"] = views.attrs()
+    return attrs
 
 
 @dataclass
@@ -85,9 +111,12 @@ class EncodedShard:
     image_ids: list[str]
     skipped: dict[str, str]
     forward_seconds: float
+    views: dict[str, np.ndarray] | None = None  # item array -> (views, rows, ...), views 1..V
 
-    def write_args(self) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, list[str]]:
-        return self.shard, self.patch_tokens, self.cls_token, self.labels, self.image_ids
+    def write_args(self) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, list[str],
+                                  dict[str, np.ndarray] | None]:
+        return (self.shard, self.patch_tokens, self.cls_token, self.labels, self.image_ids,
+                self.views)
 
 
 def shard_batches(shards: list[tuple[int, range]], batch_size: int) -> list[list[int]]:
@@ -109,13 +138,17 @@ def encode_shards(
     num_workers: int = 0,
     skip_bad: bool = False,
     on_batch: Callable[[int], None] | None = None,
+    views: ViewRecipe | None = None,
 ) -> Iterator[EncodedShard]:
     """Encode ``(shard, rows)`` blocks in order, yielding each shard once all its rows are done.
 
     ``encoder`` must already be on ``device`` in eval mode; ``on_batch(n)`` reports progress.
+    With a ``views`` recipe each batch is encoded once plain (the same batches as without
+    views, so view 0 is unchanged bit for bit), then once per augmented view.
     """
     batches = iter(_loader(dataset, shard_batches(shards, batch_size), encoder.image_size,
-                           num_workers, skip_bad))
+                           num_workers, skip_bad, views))
+    count = views.count if views is not None else 0
     for shard, rows in shards:
         outputs: list[dict[str, Any]] = []
         forward_seconds = 0.0
@@ -124,8 +157,15 @@ def encode_shards(
             tick = time.perf_counter()
             with torch.inference_mode():
                 features = encoder(batch["pixels"].to(device))
+                extra = [encoder(batch["view_pixels"][:, v].to(device)) for v in range(count)]
             forward_seconds += time.perf_counter() - tick
             outputs.append({**batch, **{k: v.float().cpu().numpy() for k, v in features.items()}})
+            if count:
+                outputs[-1]["views"] = {
+                    "patch_tokens": np.stack([f["patch_tokens"].float().cpu().numpy()
+                                              for f in extra]),
+                    "cls_token": np.stack([f["cls_token"].float().cpu().numpy() for f in extra]),
+                    "labels": batch["view_label"].transpose(1, 0, 2, 3)}
             if on_batch is not None:
                 on_batch(len(batch["image_id"]))
         merged = {k: [x for o in outputs for x in o[k]] for k in ("image_id", "ok", "error")}
@@ -138,6 +178,8 @@ def encode_shards(
             np.concatenate([o["cls_token"] for o in outputs]),
             np.concatenate([o["label"] for o in outputs]),
             merged["image_id"], skipped, forward_seconds,
+            {name: np.concatenate([o["views"][name] for o in outputs], axis=1)
+             for name in ("patch_tokens", "cls_token", "labels")} if count else None,
         )
 
 
@@ -151,12 +193,15 @@ def extract_visual(
     num_workers: int = 0,
     overwrite: bool = False,
     skip_bad: bool = False,
+    views: ViewRecipe | None = None,
 ) -> dict[str, Any]:
     """Fill (or finish) the visual store of ``dataset``; returns a small report.
 
     Shards already written by an interrupted run are kept; a complete identical store is a no-op.
+    ``views``: also store that many seeded augmented views per image (``pipeline.data.views``);
+    resuming a store made with another recipe is refused.
     """
-    writer = open_visual_writer(dataset, encoder, store_path, shard_images, overwrite)
+    writer = open_visual_writer(dataset, encoder, store_path, shard_images, overwrite, views)
     report: dict[str, Any] = {"store": str(store_path), "images": len(dataset), "encoded": 0,
                               "skipped": dict(writer.group.attrs.get("skipped", {}))}
     if writer.complete:
@@ -175,7 +220,7 @@ def extract_visual(
             bar.set_postfix(img_s=f"{bar.n / max(time.perf_counter() - started, 1e-9):.1f}")
 
         for encoded in encode_shards(dataset, encoder, pending, batch_size, device, num_workers,
-                                     skip_bad, progress):
+                                     skip_bad, progress, views):
             forward_seconds += encoded.forward_seconds
             writer.write_shard(*encoded.write_args())
             if encoded.skipped:
@@ -187,10 +232,11 @@ def extract_visual(
 
 
 def open_visual_writer(dataset: SegmentationDataset, encoder: VisualEncoder, store_path: Path,
-                       shard_images: int, overwrite: bool) -> VisualStoreWriter:
-    """Create (or resume, after checking its settings) the visual store of ``dataset``."""
+                       shard_images: int, overwrite: bool,
+                       views: ViewRecipe | None = None) -> VisualStoreWriter:
+    """Create (or resume, after checking its settings and view recipe) the store of ``dataset``."""
     return VisualStoreWriter(
-        store_path, visual_store_attrs(encoder, dataset), len(dataset), encoder.grid_size,
+        store_path, visual_store_attrs(encoder, dataset, views), len(dataset), encoder.grid_size,
         encoder.feature_dim, encoder.image_size, shard_images=shard_images, overwrite=overwrite,
     )
 
@@ -208,10 +254,10 @@ def finish_report(report: dict[str, Any], count: int, elapsed: float,
 
 
 def _loader(dataset: SegmentationDataset, batches: list[list[int]], size: tuple[int, int],
-            num_workers: int, skip_bad: bool) -> DataLoader:
+            num_workers: int, skip_bad: bool, views: ViewRecipe | None = None) -> DataLoader:
     """Decoded batches (``batches`` holds dataset indices), in DataLoader workers when asked."""
     flat = [index for batch in batches for index in batch]
-    prepared = _PreparedImages(dataset, flat, size, skip_bad)
+    prepared = _PreparedImages(dataset, flat, size, skip_bad, views)
     positions, start = [], 0
     for batch in batches:
         positions.append(list(range(start, start + len(batch))))

@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from pipeline.data import SegmentationDataset, create_dataset, list_datasets
+from pipeline.data.views import ViewRecipe
 from pipeline.encoders import create_text_encoder, create_visual_encoder
 from pipeline.errors import FusionerError
 from pipeline.extract import extract_text, extract_visual
@@ -66,6 +67,19 @@ log = logging.getLogger("fusioner.extract")
               help="Run visual extraction on a dask LocalCluster of N worker processes here.")
 @click.option("--retries", type=int, default=2,
               help="With --scheduler/--workers: times dask re-runs a failed task.")
+@click.option("--views", type=click.IntRange(min=0), default=0,
+              help="Also store N seeded augmented views (random resized crop + flip) of each "
+                   "image of the --views-split split(s); view 0 stays the plain image.")
+@click.option("--views-split", "views_splits", multiple=True, default=("train",),
+              help="Split(s) that get --views (training splits only; others store the plain "
+                   "images alone); repeat the option for several.")
+@click.option("--views-seed", type=click.IntRange(min=0), default=0,
+              help="Seed of the views: view v of image i is drawn from (seed, i, v).")
+@click.option("--views-min-scale", type=click.FloatRange(0, 1, min_open=True), default=0.5,
+              help="Smallest crop area of a view, as a fraction of the image's (max 1).")
+@click.option("--views-jitter", type=click.FloatRange(0, 1, max_open=True), default=0.0,
+              help="Colour jitter of the views: brightness/contrast/saturation factors in "
+                   "[1-j, 1+j] (0 = none).")
 @click.option("--report", type=click.Path(path_type=Path), default=None,
               help="Write a JSON report (images encoded, throughput, skipped samples) here.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
@@ -74,16 +88,24 @@ def main(visual: str | None, text: str | None, dataset: str, splits: tuple[str, 
          data_root: Path | None, cache_dir: Path, weights: Path | None, text_weights: Path | None,
          random_init: bool, image_size: tuple[int, int] | None, batch_size: int, shard_images: int,
          num_workers: int, device: str, overwrite: bool, skip_bad: bool, scheduler: str | None,
-         workers: int | None, retries: int, report: Path | None, verbose: bool) -> None:
+         workers: int | None, retries: int, views: int, views_splits: tuple[str, ...],
+         views_seed: int, views_min_scale: float, views_jitter: float, report: Path | None,
+         verbose: bool) -> None:
     """Extract visual patch features and/or class-name text embeddings into the Zarr store.
 
     Re-running is a no-op for complete stores; an interrupted run resumes at the first missing
-    shard. Example:
+    shard; a store made with another --views recipe is refused. Example:
     fusioner-extract --backbone dino_vits16 --text-encoder minilm_l6 --dataset camvid
     """
     setup_logging(verbose)
     if not visual and not text:
         raise FusionerError("nothing to do: give --backbone and/or --text-encoder")
+    recipe = ViewRecipe(views, views_seed, (views_min_scale, 1.0), jitter=views_jitter)
+    split_views = {split: recipe if views and split in views_splits else None
+                   for split in splits}
+    if views:
+        log.info("%d augmented views per image of %s", views,
+                 ", ".join(s for s, r in split_views.items() if r) or "no split extracted")
     reports = []
     # every split is opened (and its labels checked) before any encoder is built or store written
     datasets = {split: create_dataset(dataset, split, data_root) for split in splits}
@@ -95,7 +117,8 @@ def main(visual: str | None, text: str | None, dataset: str, splits: tuple[str, 
     if visual and (scheduler or workers):
         reports.extend(_extract_distributed(
             visual, dataset, datasets, cache_dir, weights, random_init, image_size,
-            batch_size, shard_images, device, overwrite, skip_bad, scheduler, workers, retries))
+            batch_size, shard_images, device, overwrite, skip_bad, scheduler, workers, retries,
+            split_views))
     elif visual:
         run_on = resolve_device(device)
         encoder = create_visual_encoder(visual, weights, random_init, image_size)
@@ -105,7 +128,7 @@ def main(visual: str | None, text: str | None, dataset: str, splits: tuple[str, 
                 opened, encoder,
                 visual_store_path(cache_dir, visual, dataset, split), batch_size=batch_size,
                 device=run_on, shard_images=shard_images, num_workers=num_workers,
-                overwrite=overwrite, skip_bad=skip_bad,
+                overwrite=overwrite, skip_bad=skip_bad, views=split_views[split],
             ))
     if report:
         report.parent.mkdir(parents=True, exist_ok=True)
@@ -116,7 +139,8 @@ def _extract_distributed(visual: str, dataset: str, datasets: dict[str, Segmenta
                          cache_dir: Path, weights: Path | None,
                          random_init: bool, image_size: tuple[int, int] | None, batch_size: int,
                          shard_images: int, device: str, overwrite: bool, skip_bad: bool,
-                         scheduler: str | None, workers: int | None, retries: int) -> list[dict]:
+                         scheduler: str | None, workers: int | None, retries: int,
+                         split_views: dict[str, ViewRecipe | None]) -> list[dict]:
     """Every split on one dask cluster (the client builds the encoder for provenance only)."""
     from pipeline.scaleout.extract import (
         dask_client,
@@ -134,6 +158,7 @@ def _extract_distributed(visual: str, dataset: str, datasets: dict[str, Segmenta
                 batch_size=batch_size,
                 device=device, shard_images=shard_images, overwrite=overwrite,
                 skip_bad=skip_bad, retries=retries, torch_threads=threads,
+                views=split_views[split],
             ))
     return reports
 

@@ -62,6 +62,10 @@ def _channels(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple
 @click.option("--block-mix", type=click.IntRange(min=0), default=DEFAULTS.block_mix,
               help="Shuffle store shards, then images within windows of this many shards "
                    "(each shard read once per epoch); 0: shuffle single images.")
+@click.option("--views", type=click.IntRange(min=0), default=None,
+              help="Augmented views to train on: each epoch reads one of views 0..N of every "
+                   "image (one per store shard, seeded by --seed and the epoch) "
+                   "[default: all the train store holds; 0 = the plain images].")
 @click.option("--seed", type=int, default=DEFAULTS.seed)
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=DEFAULTS.device,
               help="auto: CUDA (bf16 autocast) when present, else CPU. torchrun: DDP.")

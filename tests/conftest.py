@@ -67,10 +67,13 @@ def make_stores(tmp_path: Path, num_images: int | Mapping[str, int] = 8,
                 text_dim: int = 12, label_size: tuple[int, int] | None = None,
                 dataset: str = "camvid", visual: str = "dino_vits16", text: str = "minilm_l6",
                 splits: Sequence[str] = ("train", "val"), shard_images: int = 4,
-                noise: float = 0.3, seed: int = 0) -> TinyStores:
+                noise: float = 0.3, seed: int = 0, views: int = 0,
+                view_seed: int = 0) -> TinyStores:
     """Write tiny visual stores (one per split) and a text store under ``tmp_path/cache``.
 
-    ``num_images``: per split, or a ``{split: count}`` mapping.
+    ``num_images``: per split, or a ``{split: count}`` mapping. ``views`` > 0: the train store
+    also holds that many augmented views (view v: the image mirrored when v is odd, fresh
+    noise), under a ``views`` recipe attribute with ``view_seed``.
     """
     rng = np.random.default_rng(seed)
     h, w = grid
@@ -93,12 +96,25 @@ def make_stores(tmp_path: Path, num_images: int | Mapping[str, int] = 8,
         labels = layout[:, rows][:, :, cols].copy()
         labels[rng.random(labels.shape) < 0.02] = 255
         path = visual_store_path(cache, visual, dataset, split)
-        writer = VisualStoreWriter(path, {**visual_attrs, "split": split}, count, grid, dim,
-                                   label_size, shard_images=shard_images)
+        extra = views if split == "train" else 0
+        recipe = {"views": {"count": extra, "seed": view_seed, "ops": ["mirror odd views"]}}
+        writer = VisualStoreWriter(path, {**visual_attrs, "split": split,
+                                          **(recipe if extra else {})},
+                                   count, grid, dim, label_size, shard_images=shard_images)
+        view_tokens = np.stack([
+            (tokens[:, :, ::-1] if v % 2 else tokens) + noise * rng.normal(size=tokens.shape)
+            for v in range(1, extra + 1)]) if extra else None
+        view_labels = np.stack([labels[:, :, ::-1] if v % 2 else labels
+                                for v in range(1, extra + 1)]) if extra else None
         for shard in writer.pending_shards():
             r = writer.shard_range(shard)
-            writer.write_shard(shard, tokens[r.start:r.stop], tokens[r.start:r.stop].mean((1, 2)),
-                               labels[r.start:r.stop], [f"{split}_{i:03d}" for i in r])
+            block = slice(r.start, r.stop)
+            shard_views = None if view_tokens is None else {
+                "patch_tokens": view_tokens[:, block],
+                "cls_token": view_tokens[:, block].mean((2, 3)),
+                "labels": view_labels[:, block]}
+            writer.write_shard(shard, tokens[block], tokens[block].mean((1, 2)), labels[block],
+                               [f"{split}_{i:03d}" for i in r], shard_views)
         writer.finalize()
         paths[split] = path
     embeddings = rng.normal(size=(len(names), text_dim)).astype(np.float32)

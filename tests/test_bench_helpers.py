@@ -11,8 +11,9 @@ import numpy as np
 import torch
 import zarr
 
-from bench.common import Table, rewrite_store
+from bench.common import Table, dir_bytes, rewrite_store
 from bench.read_path import ArrayFeatures, open_hdf5, open_npy
+from bench.views import epoch_read_bytes
 from pipeline.store import CachedFeatureDataset
 from pipeline.store.hdf5_export import export_visual_store_to_hdf5
 from pipeline.store.layout import ITEM_ARRAYS
@@ -51,3 +52,13 @@ def test_table_renders_markdown():
     table.add("y", 0.012345)
     assert table.render().splitlines() == ["### T", "", "| a | b |", "|---|---|",
                                            "| x | 1234 |", "| y | 0.0123 |", "", "- n"]
+
+
+def test_a_fit_epoch_reads_one_view_per_shard(tmp_path, make_stores):
+    views = make_stores(tmp_path / "v", views=2, splits=("train",)).visual_paths["train"]
+    plain = make_stores(tmp_path / "p", splits=("train",)).visual_paths["train"]
+    one_view = epoch_read_bytes(plain, 0)
+    tokens = dir_bytes(plain / "patch_tokens" / "c")
+    assert tokens > 0 and dir_bytes(views / "view_patch_tokens" / "c") == 2 * tokens  # 2 more
+    for epoch in range(3):  # ... of which an epoch reads one per shard
+        assert abs(epoch_read_bytes(views, epoch) - one_view) < 0.05 * one_view

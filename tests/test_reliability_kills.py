@@ -56,10 +56,12 @@ def _done_shards(store: Path) -> int:
         return -1
 
 
-def test_killed_extraction_resumes_to_the_same_store(tmp_path: Path) -> None:
+@pytest.mark.parametrize("views", [0, 2])
+def test_killed_extraction_resumes_to_the_same_store(tmp_path: Path, views: int) -> None:
     data = make_mini_camvid(tmp_path / "camvid", per_split=6)
     args = ["--backbone", "dino_vits16", "--random-init", "--split", "train", "--data-root", data,
-            "--image-size", "64x80", "--shard-images", "1", "--batch-size", "1", "--device", "cpu"]
+            "--image-size", "64x80", "--shard-images", "1", "--batch-size", "1", "--device", "cpu",
+            "--views", views]
     reference = tmp_path / "reference"
     assert subprocess.run([sys.executable, "-m", "stages.extract", *map(str, args),
                            "--cache-dir", str(reference)], cwd=ROOT).returncode == 0
@@ -80,7 +82,8 @@ def test_killed_extraction_resumes_to_the_same_store(tmp_path: Path) -> None:
     want = zarr.open_group(str(reference / "visual" / "dino_vits16" / "camvid-train.zarr"),
                            mode="r")
     got = zarr.open_group(str(store), mode="r")
-    for name in ("patch_tokens", "cls_token", "labels", "image_ids", "shard_done"):
+    views_arrays = ("view_patch_tokens", "view_cls_token", "view_labels") if views else ()
+    for name in ("patch_tokens", "cls_token", "labels", "image_ids", "shard_done", *views_arrays):
         assert np.array_equal(want[name][:], got[name][:]), name
     assert dict(want.attrs) == dict(got.attrs)
 

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 
 from pipeline.data import create_dataset
 from pipeline.data.base import Sample, SegmentationDataset
+from pipeline.data.views import ViewRecipe
 from pipeline.encoders import create_visual_encoder
 from pipeline.errors import StoreError
 from pipeline.extract import extract_visual, shard_batches
@@ -74,19 +75,20 @@ def client() -> Iterator[object]:
         yield client
 
 
-def _assert_equal_stores(expected: Path, found: Path) -> None:
+def _assert_equal_stores(expected: Path, found: Path, arrays: tuple[str, ...] = ARRAYS) -> None:
     a, b = zarr.open_group(str(expected), mode="r"), zarr.open_group(str(found), mode="r")
-    for name in ARRAYS:
+    for name in arrays:
         assert np.array_equal(a[name][:], b[name][:]), name
     assert dict(a.attrs) == dict(b.attrs)
     assert b.attrs["complete"] is True
 
 
-def _run(client: object, dataset: SegmentationDataset, path: Path, retries: int) -> dict:
+def _run(client: object, dataset: SegmentationDataset, path: Path, retries: int,
+         views: ViewRecipe | None = None) -> dict:
     encoder = create_visual_encoder("dino_vits16", random_init=True, image_size=SIZE)
     return extract_visual_distributed(client, dataset, encoder, path, device="cpu",
                                       retries=retries, torch_threads=local_torch_threads(2),
-                                      **SETTINGS)
+                                      views=views, **SETTINGS)
 
 
 def test_blocks_and_batches_follow_shards() -> None:
@@ -103,6 +105,19 @@ def test_two_workers_equal_single_process(client, camvid: Path, reference: Path,
     CachedFeatureDataset(path)  # readers accept it
     again = _run(client, create_dataset("camvid", "train", camvid), path, retries=0)
     assert again["encoded"] == 0  # complete store: no-op
+
+
+def test_views_on_two_workers_equal_single_process(client, camvid: Path,
+                                                   tmp_path: Path) -> None:
+    recipe = ViewRecipe(2, seed=3, jitter=0.2)
+    single, dist = tmp_path / "single.zarr", tmp_path / "dist.zarr"
+    encoder = create_visual_encoder("dino_vits16", random_init=True, image_size=SIZE)
+    extract_visual(create_dataset("camvid", "train", camvid), encoder, single, views=recipe,
+                   **SETTINGS)
+    assert _run(client, create_dataset("camvid", "train", camvid), dist, 0, recipe)["encoded"] == 7
+    _assert_equal_stores(single, dist, (*ARRAYS, "view_patch_tokens", "view_cls_token",
+                                        "view_labels"))
+    assert CachedFeatureDataset(dist).views == 2
 
 
 def test_task_failing_once_is_retried(client, camvid: Path, reference: Path,

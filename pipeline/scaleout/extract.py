@@ -27,6 +27,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pipeline.data.base import SegmentationDataset
+from pipeline.data.views import ViewRecipe
 from pipeline.encoders.visual import VisualEncoder
 from pipeline.errors import FusionerError
 from pipeline.extract import encode_shards, finish_report, open_visual_writer
@@ -87,6 +88,7 @@ class BlockJob:
     device: str
     skip_bad: bool
     torch_threads: int | None
+    views: ViewRecipe | None = None
 
 
 @dataclass(frozen=True)
@@ -111,7 +113,7 @@ def encode_block(job: BlockJob, dataset: SegmentationDataset, shards: list[int])
     skipped: dict[str, str] = {}
     forward_seconds = 0.0
     for encoded in encode_shards(dataset, encoder, ranges, job.batch_size, device, 0,
-                                 job.skip_bad):
+                                 job.skip_bad, views=job.views):
         writer.write_shard_data(*encoded.write_args())
         skipped.update(encoded.skipped)
         forward_seconds += encoded.forward_seconds
@@ -154,17 +156,19 @@ def extract_visual_distributed(
     skip_bad: bool = False,
     retries: int = 2,
     torch_threads: int | None = None,
+    views: ViewRecipe | None = None,
 ) -> dict[str, Any]:
     """Fill (or finish) the visual store of ``dataset`` on the dask cluster of ``client``.
 
     Same store and report as ``extract_visual``. ``store_path``, the dataset's files and the
     weights must be reachable under the same paths from every worker (a shared filesystem).
     ``device`` is resolved on each worker (``auto``: its GPU if any). ``torch_threads`` per task
-    defaults to the worker's cores divided by its task slots.
+    defaults to the worker's cores divided by its task slots. ``views``: as in
+    ``extract_visual`` (each view is a pure function of the recipe and image, not of the worker).
     """
     from distributed import as_completed
 
-    writer = open_visual_writer(dataset, encoder, store_path, shard_images, overwrite)
+    writer = open_visual_writer(dataset, encoder, store_path, shard_images, overwrite, views)
     report: dict[str, Any] = {"store": str(store_path), "images": len(dataset), "encoded": 0,
                               "skipped": dict(writer.group.attrs.get("skipped", {}))}
     if writer.complete:
@@ -176,7 +180,7 @@ def extract_visual_distributed(
              len(blocks), dataset.name, dataset.split, encoder.slug, store_path,
              client.scheduler.address)
     job = BlockJob(str(Path(store_path).resolve()), EncoderRecipe.of(encoder), batch_size,
-                   device, skip_bad, torch_threads)
+                   device, skip_bad, torch_threads, views)
     run = uuid.uuid4().hex[:8]
     data = client.submit(_provide, dataset, key=f"fusioner-dataset-{run}")
     futures = [

@@ -5,6 +5,8 @@ zarr v3's event loop and fork deadlock), and ``loader_kwargs`` asks for ``spawn`
 With ``cache_blocks`` > 0 an item is served from its whole shard, read in one call per array and
 kept among the last ``cache_blocks`` shards: fast for sequential or block-shuffled order
 (``pipeline.store.blocks``), wasteful for fully random order (one shard read per item).
+A store with augmented views serves view ``v`` of an item as ``dataset[(item, v)]`` (a plain
+``dataset[item]`` is view 0); each cached block is one view of one shard.
 """
 
 from __future__ import annotations
@@ -22,12 +24,13 @@ import zarr
 from torch.utils.data import Dataset
 
 from pipeline.errors import StoreError, first_line
-from pipeline.store.layout import ITEM_ARRAYS
+from pipeline.store.layout import ITEM_ARRAYS, VIEW_PREFIX, view_count
 from pipeline.store.visual import open_visual_store
 
 
 class CachedFeatureDataset(Dataset):
-    """Items: ``patch_tokens`` (h, w, C) f32, ``cls_token`` (C,), ``label`` (H, W), ``index``."""
+    """Items: ``patch_tokens`` (h, w, C) f32, ``cls_token`` (C,), ``label`` (H, W), ``index``,
+    ``view`` (0 = the plain image, 1..``views`` = the store's augmented views)."""
 
     def __init__(self, path: Path | str, expect: Mapping[str, Any] | None = None,
                  indices: Sequence[int] | None = None, cache_blocks: int = 0) -> None:
@@ -37,7 +40,8 @@ class CachedFeatureDataset(Dataset):
         self.indices = list(range(self.attrs["num_images"])) if indices is None else list(indices)
         self.block_images = max(int(self.attrs.get("shard_images", 1)), 1)
         self.cache_blocks = cache_blocks
-        self._blocks: OrderedDict[int, dict[str, np.ndarray]] = OrderedDict()
+        self.views = view_count(self.attrs)
+        self._blocks: OrderedDict[tuple[int, int], dict[str, np.ndarray]] = OrderedDict()
         self._arrays: Mapping[str, Any] | None = None
         self._pid: int | None = None
 
@@ -68,7 +72,8 @@ class CachedFeatureDataset(Dataset):
     def open_arrays(self) -> Mapping[str, Any]:
         """Name -> array of this store; looked up once per process (a lookup re-reads metadata)."""
         group = zarr.open_group(str(self.path), mode="r")
-        return {name: group[name] for name in (*ITEM_ARRAYS, "image_ids")}
+        views = [VIEW_PREFIX + name for name in ITEM_ARRAYS] if self.views else []
+        return {name: group[name] for name in (*ITEM_ARRAYS, *views, "image_ids")}
 
     def _open(self) -> Mapping[str, Any]:
         if self._arrays is None or self._pid != os.getpid():
@@ -82,26 +87,36 @@ class CachedFeatureDataset(Dataset):
         """Every label map of this dataset (N, H, W) uint8, e.g. to plan training episodes."""
         return np.asarray(self._open()["labels"][:])[self.indices]
 
-    def _read(self, index: int) -> list[np.ndarray]:
-        """The ``ITEM_ARRAYS`` of store image ``index``: alone, or sliced from its cached shard."""
+    def _read(self, index: int, view: int = 0) -> list[np.ndarray]:
+        """The ``ITEM_ARRAYS`` of view ``view`` of store image ``index``: alone, or sliced from
+        its cached shard (one view of one shard: one chunk file per array)."""
         arrays = self._open()
+
+        def rows(name: str, selection: int | slice) -> np.ndarray:
+            if view == 0:
+                return np.asarray(arrays[name][selection])
+            return np.asarray(arrays[VIEW_PREFIX + name][view - 1, selection])
+
         if self.cache_blocks <= 0:
-            return [np.asarray(arrays[name][index]) for name in ITEM_ARRAYS]
+            return [rows(name, index) for name in ITEM_ARRAYS]
         block, offset = divmod(index, self.block_images)
-        if block not in self._blocks:
+        key = (block, view)
+        if key not in self._blocks:
             start = block * self.block_images
-            stop = start + self.block_images
-            self._blocks[block] = {name: np.asarray(arrays[name][start:stop])
-                                   for name in ITEM_ARRAYS}
+            self._blocks[key] = {name: rows(name, slice(start, start + self.block_images))
+                                 for name in ITEM_ARRAYS}
             while len(self._blocks) > self.cache_blocks:
                 self._blocks.popitem(last=False)
-        self._blocks.move_to_end(block)
-        return [self._blocks[block][name][offset] for name in ITEM_ARRAYS]
+        self._blocks.move_to_end(key)
+        return [self._blocks[key][name][offset] for name in ITEM_ARRAYS]
 
-    def __getitem__(self, item: int) -> dict[str, Any]:
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
+        item, view = item if isinstance(item, tuple) else (item, 0)
+        if not 0 <= view <= self.views:
+            raise IndexError(f"{self.path}: view {view} of {self.views} augmented views")
         index = self.indices[item]
         try:
-            tokens, cls, label = self._read(index)
+            tokens, cls, label = self._read(index, view)
         except Exception as exc:  # noqa: BLE001 - a damaged shard is one clear message
             raise StoreError(f"{self.path}: image {index} unreadable, the store is damaged "
                              f"({first_line(exc)}); re-extract it with --overwrite") from exc
@@ -110,6 +125,7 @@ class CachedFeatureDataset(Dataset):
             "cls_token": torch.from_numpy(cls.astype(np.float32)),
             "label": torch.from_numpy(label.astype(np.int64)),
             "index": index,
+            "view": view,
         }
 
 

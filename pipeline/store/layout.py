@@ -14,6 +14,7 @@ from pipeline.errors import StoreError
 FORMAT_VERSION = 1
 DEFAULT_CACHE_DIR = Path("cache")
 ITEM_ARRAYS = ("patch_tokens", "cls_token", "labels")  # per-image arrays of one training item
+VIEW_PREFIX = "view_"  # view_<item array>: (views, N, ...) augmented views 1..views, view-major
 PROGRESS_KEYS = ("complete",)  # attributes that change while a store is written
 
 
@@ -44,6 +45,11 @@ def publish(scratch: Path, path: Path) -> None:
     if path.exists():
         shutil.rmtree(path)
     scratch.replace(path)
+
+
+def view_count(attrs: Mapping[str, Any]) -> int:
+    """Augmented views per image a store holds besides the plain one (its ``views`` recipe)."""
+    return int((attrs.get("views") or {}).get("count", 0))
 
 
 def identity(attrs: Mapping[str, Any]) -> dict[str, Any]:

@@ -1,5 +1,10 @@
 """The visual feature store: patch tokens, CLS tokens, label masks and image ids, sharded Zarr v3.
 
+Augmented views (a ``views`` recipe attribute, ``pipeline.data.views``) live beside the plain
+image in ``view_<array>`` arrays of shape (views, N, ...), view-major: one chunk/shard file holds
+one view of one store shard, so reading a shard's view costs what reading the plain shard does.
+The plain arrays are exactly those of a store without views.
+
 Writes go one whole shard at a time (never two writers on one shard), each shard is marked done
 after its data, and the store is marked ``complete`` only when every shard is done: an
 interrupted extraction resumes at the first missing shard and is never read as complete.
@@ -20,11 +25,14 @@ from zarr.codecs import BloscCodec
 from pipeline.errors import StoreError
 from pipeline.store.layout import (
     FORMAT_VERSION,
+    ITEM_ARRAYS,
+    VIEW_PREFIX,
     check_shapes,
     identity,
     open_complete_group,
     publish,
     scratch_path,
+    view_count,
 )
 
 DEFAULT_SHARD_IMAGES = 32
@@ -84,6 +92,7 @@ class VisualStoreWriter:
         self.path = Path(path)
         self.shard_images = shard_images
         self.num_images = num_images
+        self.views = view_count(attrs)
         wanted = {
             **attrs,
             "format_version": FORMAT_VERSION,
@@ -124,6 +133,13 @@ class VisualStoreWriter:
                            **codec.chunking(s, tuple(label_size)),  # label maps compress ~25x
                            compressors=BloscCodec(cname="zstd", clevel=1, shuffle="noshuffle"),
                            fill_value=255)
+        for name in ITEM_ARRAYS if self.views else ():  # views 1..V: same codecs, view-major
+            array = group[name]
+            view_chunks = {k: (1, *v) for k, v in
+                           codec.chunking(s, tuple(array.shape[1:])).items()}
+            group.create_array(VIEW_PREFIX + name, shape=(self.views, *array.shape),
+                               dtype=array.dtype, **view_chunks, compressors=array.compressors,
+                               fill_value=array.fill_value)
         group.create_array("image_ids", shape=(n,), dtype=str, chunks=(s,))
         group.create_array("shard_done", shape=(self.num_shards,), dtype="bool",
                            chunks=(self.num_shards,), fill_value=False)
@@ -159,25 +175,39 @@ class VisualStoreWriter:
         self.group = zarr.open_group(str(self.path), mode="r+")
         self.num_images = int(self.group.attrs["num_images"])
         self.shard_images = int(self.group.attrs["shard_images"])
+        self.views = view_count(self.group.attrs)
         return self
 
     def write_shard(self, shard: int, patch_tokens: np.ndarray, cls_token: np.ndarray,
-                    labels: np.ndarray, image_ids: list[str]) -> None:
+                    labels: np.ndarray, image_ids: list[str],
+                    views: Mapping[str, np.ndarray] | None = None) -> None:
         """Write one whole shard, then mark it done."""
-        self.write_shard_data(shard, patch_tokens, cls_token, labels, image_ids)
+        self.write_shard_data(shard, patch_tokens, cls_token, labels, image_ids, views)
         self.mark_done([shard])
 
     def write_shard_data(self, shard: int, patch_tokens: np.ndarray, cls_token: np.ndarray,
-                         labels: np.ndarray, image_ids: list[str]) -> None:
+                         labels: np.ndarray, image_ids: list[str],
+                         views: Mapping[str, np.ndarray] | None = None) -> None:
         """Write one whole shard's arrays, not its done flag (safe from concurrent writers of
-        other shards: every array's chunks/shards are aligned to the store's shards)."""
+        other shards: every array's chunks/shards are aligned to the store's shards).
+
+        ``views``: item array name -> (views, rows, ...) of augmented views 1..views; required
+        exactly when the store holds views.
+        """
         rows = self.shard_range(shard)
         if patch_tokens.shape[0] != len(rows) or len(image_ids) != len(rows):
             raise ValueError(f"shard {shard} needs {len(rows)} rows, got {patch_tokens.shape[0]}")
+        views = views or {}
+        if set(views) != (set(ITEM_ARRAYS) if self.views else set()) or any(
+                value.shape[:2] != (self.views, len(rows)) for value in views.values()):
+            raise ValueError(f"shard {shard} needs {self.views} views of {len(rows)} rows")
         block = slice(rows.start, rows.stop)
         self.group["patch_tokens"][block] = patch_tokens.astype(np.float16)
         self.group["cls_token"][block] = cls_token.astype(np.float16)
         self.group["labels"][block] = labels
+        for name, values in views.items():
+            array = self.group[VIEW_PREFIX + name]
+            array[:, block] = values.astype(array.dtype)
         self.group["image_ids"][block] = np.asarray(image_ids, dtype=object)
 
     def mark_done(self, shards: list[int]) -> None:
@@ -199,9 +229,13 @@ def open_visual_store(path: Path | str, expect: Mapping[str, Any] | None = None)
     group = open_complete_group(path, "visual", expect)
     attrs = group.attrs
     n, grid, dim = attrs.get("num_images"), attrs.get("grid_size", ()), attrs.get("feature_dim")
-    check_shapes(path, group, {"patch_tokens": (n, *grid, dim), "cls_token": (n, dim),
-                               "labels": (n, None, None), "image_ids": (n,)})
+    shapes = {"patch_tokens": (n, *grid, dim), "cls_token": (n, dim), "labels": (n, None, None)}
+    views = view_count(attrs)
+    check_shapes(path, group, {**shapes, "image_ids": (n,), **{
+        VIEW_PREFIX + name: (views, *shape) for name, shape in shapes.items() if views}})
     check_token_files(Path(path), group["patch_tokens"])
+    if views:
+        check_token_files(Path(path), group[VIEW_PREFIX + "patch_tokens"])
     return group
 
 
@@ -209,10 +243,10 @@ def check_token_files(path: Path, tokens: zarr.Array) -> None:
     """``StoreError`` if a patch-token file of a complete store is gone: zarr would read the
     missing images as fill values (zeros) without a word. Features of a real or random encoder
     are never all zero, so every file was written."""
-    per_file = (tokens.shards or tokens.chunks)[0]
-    expected = -(-tokens.shape[0] // per_file)
-    folder = path / "patch_tokens" / "c"
+    per_file = tokens.shards or tokens.chunks
+    expected = int(np.prod([-(-n // c) for n, c in zip(tokens.shape, per_file, strict=True)]))
+    folder = path / tokens.basename / "c"
     found = sum(1 for file in folder.rglob("*") if file.is_file()) if folder.is_dir() else 0
     if found < expected:
-        raise StoreError(f"{path}: {expected - found} of {expected} patch_tokens files are "
+        raise StoreError(f"{path}: {expected - found} of {expected} {tokens.basename} files are "
                          "missing; re-extract it with --overwrite")

@@ -16,7 +16,8 @@ from pipeline.errors import FusionerError, first_line
 from pipeline.model.checkpoint import CHECKPOINT_FORMAT, atomic_save
 
 # meta entries that must be equal to resume (the training options and the data they read).
-RESUME_KEYS = ("model_config", "visual", "text", "dataset", "fold", "seen", "unseen", "train")
+RESUME_KEYS = ("model_config", "visual", "text", "dataset", "fold", "seen", "unseen", "train",
+               "views")
 
 
 def rng_state() -> dict[str, Any]:

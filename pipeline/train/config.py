@@ -47,6 +47,7 @@ class FitConfig:
     episode: str = "present"  # "present": seen classes in the image; "all": every seen class
     unseen_as: str = "ignore"  # unseen pixels: "ignore" (255) or "background" (negatives)
     block_mix: int = 4  # shuffle shards, then images within windows of this many; 0 = per image
+    views: int | None = None  # draw among views 0..views of the train store; None = all it has
     seed: int = 0
     device: str = "auto"
     num_workers: int = 0

@@ -10,6 +10,11 @@ Rules (the zero-shot contract, tested by scanning every episode of a split):
 - An unseen class id never appears, neither as a queried class nor as a positive pixel.
   Images without any seen pixel have no episode and are skipped.
 
+Augmented views (a store made with ``--views``): ``dataset[(item, view)]`` is the episode of
+view ``view`` of the image; it asks for the classes planned on the plain image (view 0). A crop
+can only drop classes, so a class cropped out of a view is an all-negative query there, as
+absent classes are under ``classes="all"``. ``pipeline.train.views`` picks the view per epoch.
+
 Episodes carry class ids; text embeddings are looked up by id in the training loop (one
 (num_classes, D) table), so workers never ship text around.
 """
@@ -31,7 +36,8 @@ UnseenAs = Literal["ignore", "background"]
 
 
 class EpisodeDataset(Dataset):
-    """Items: ``{"patch_tokens": (h,w,C), "label": (H,W) int64, "class_ids": (K,), "index"}``."""
+    """Items: ``{"patch_tokens": (h,w,C), "label": (H,W) int64, "class_ids": (K,), "index",
+    "view"}``; ``dataset[item]`` reads view 0, ``dataset[(item, view)]`` that view."""
 
     def __init__(self, features: CachedFeatureDataset, split: ZeroShotSplit,
                  classes: EpisodeClasses = "present", unseen_as: UnseenAs = "ignore") -> None:
@@ -55,14 +61,21 @@ class EpisodeDataset(Dataset):
         """The store shard of every episode (for ``BlockShuffleSampler``)."""
         return [self.features.block_of(position) for position in self.positions]
 
-    def __getitem__(self, item: int) -> dict[str, Any]:
-        sample = self.features[self.positions[item]]
+    @property
+    def views(self) -> int:
+        """Augmented views per image in the store (0: the plain images only)."""
+        return self.features.views
+
+    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
+        item, view = item if isinstance(item, tuple) else (item, 0)
+        sample = self.features[(self.positions[item], view)]
         _, safe = training_view(sample["label"].numpy(), self.split, self.unseen_as)
         return {
             "patch_tokens": sample["patch_tokens"],
             "label": torch.from_numpy(safe.astype(np.int64)),
             "class_ids": torch.tensor(self.class_ids[item], dtype=torch.int64),
             "index": sample["index"],
+            "view": view,
         }
 
 
@@ -78,6 +91,7 @@ def collate_episodes(items: list[dict[str, Any]]) -> dict[str, Tensor]:
         "class_ids": class_ids,
         "text_mask": class_ids >= 0,
         "index": torch.tensor([item["index"] for item in items], dtype=torch.int64),
+        "view": torch.tensor([item.get("view", 0) for item in items], dtype=torch.int64),
     }
 
 

@@ -39,6 +39,7 @@ class TrainingInputs:
     class_names: list[str]
     visual_attrs: dict[str, Any]
     text_attrs: dict[str, Any]
+    views: int = 0  # augmented views drawn from (views 0..this of each training image)
 
     @property
     def visual_dim(self) -> int:
@@ -59,6 +60,7 @@ class TrainingInputs:
             "unseen": list(self.split.unseen),
             "background": self.split.background,
             "class_names": list(self.class_names),
+            "views": self.visual_attrs.get("views"),  # the train store's view recipe, or None
         }
 
 
@@ -85,7 +87,19 @@ def open_inputs(config: FitConfig) -> TrainingInputs:
     if len(train) == 0:
         raise StoreError(f"{train_path}: no image shows a seen class of fold {config.fold}")
     val = _open_val(config, split, visual_attrs)
-    return TrainingInputs(train, val, text.embeddings, split, names, visual_attrs, text.attrs)
+    return TrainingInputs(train, val, text.embeddings, split, names, visual_attrs, text.attrs,
+                          _views(config, train_path, features.views))
+
+
+def _views(config: FitConfig, path: Any, stored: int) -> int:
+    """How many augmented views to draw from: ``config.views`` (None: all ``stored``)."""
+    if config.views is None:
+        return stored
+    if not 0 <= config.views <= stored:
+        raise StoreError(f"{path}: holds {stored} augmented views per image, cannot draw from "
+                         f"{config.views} (re-extract it with fusioner-extract --views "
+                         f"{config.views})")
+    return config.views
 
 
 def _open_val(config: FitConfig, split: ZeroShotSplit,

@@ -7,6 +7,10 @@ Outputs under ``config.out`` (rank 0 only, each rewritten whole):
   val_loss/val_seen_miou (if a validation store exists), lr, images_per_s, seconds;
 - ``train_metrics.json``: the last epoch's record plus ``first_train_miou`` (``dvc metrics``).
 
+Augmented views: with a train store holding views, each epoch reads one view of every image,
+chosen per store shard from (``seed``, epoch, shard) (``pipeline.train.views``); validation reads
+view 0.
+
 Determinism: the model is initialised from ``seed``; every epoch reseeds torch from
 (seed, epoch, rank) and shuffles with the sampler's ``set_epoch`` (block-shuffled shards,
 ``pipeline.store.blocks``, or images), so a resumed run
@@ -35,6 +39,7 @@ from pipeline.train.episodes import EpisodeDataset, collate_episodes
 from pipeline.train.inputs import open_inputs
 from pipeline.train.loop import EpochStats, train_epoch, validate
 from pipeline.train.schedule import param_groups, warmup_cosine
+from pipeline.train.views import ViewSampler
 
 log = logging.getLogger("fusioner.fit")
 
@@ -49,19 +54,23 @@ def fit(config: FitConfig) -> dict[str, Any]:
 
 
 def make_loader(dataset: EpisodeDataset, batch_size: int, runtime: Runtime, seed: int,
-                shuffle: bool, num_workers: int, block_mix: int = 0) -> DataLoader:
+                shuffle: bool, num_workers: int, block_mix: int = 0,
+                views: int = 0) -> DataLoader:
     """Batches of episodes; the sampler shards them over ranks (one rank: all of them).
 
     ``shuffle`` with ``block_mix`` > 0: block-shuffled order (``BlockShuffleSampler``), for a
     dataset whose store reader caches ``block_mix`` shards; else image-level shuffling.
+    ``views`` > 0: each epoch reads one of views 0..``views`` of every image (``ViewSampler``).
     """
-    sampler: Sampler[int]
+    sampler: Sampler
     if shuffle and block_mix > 0:
         sampler = BlockShuffleSampler(dataset.blocks(), block_mix, seed, runtime.rank,
                                       runtime.world_size)
     else:
         sampler = DistributedSampler(dataset, num_replicas=runtime.world_size,
                                      rank=runtime.rank, shuffle=shuffle, seed=seed)
+    if views > 0:
+        sampler = ViewSampler(sampler, dataset.blocks(), views, seed)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
                       collate_fn=collate_episodes, pin_memory=runtime.device.type == "cuda",
                       **loader_kwargs(num_workers))
@@ -85,7 +94,7 @@ def _fit(config: FitConfig, runtime: Runtime) -> dict[str, Any]:
         log.info("no %s yet: starting from scratch", out / "last.pt")
     net = DistributedDataParallel(model) if runtime.distributed else model
     train_loader = make_loader(inputs.train, config.batch_size, runtime, config.seed, True,
-                               config.num_workers, config.block_mix)
+                               config.num_workers, config.block_mix, inputs.views)
     val_loader = None if inputs.val is None else make_loader(
         inputs.val, config.batch_size, runtime, config.seed, False, config.num_workers)
     table = inputs.text_table.to(runtime.device)
