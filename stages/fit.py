@@ -59,6 +59,10 @@ def _channels(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple
 @click.option("--unseen-as", type=click.Choice(["ignore", "background"]),
               default=DEFAULTS.unseen_as,
               help="Unseen-class pixels in training: ignored, or background (negatives).")
+@click.option("--negatives", type=click.IntRange(min=0), default=DEFAULTS.negatives,
+              help="Also query this many seen classes ABSENT from each training image (empty "
+                   "masks), redrawn every epoch; teaches that a name with nothing to show gets "
+                   "no pixels.")
 @click.option("--block-mix", type=click.IntRange(min=0), default=DEFAULTS.block_mix,
               help="Shuffle store shards, then images within windows of this many shards "
                    "(each shard read once per epoch); 0: shuffle single images.")

@@ -69,6 +69,35 @@ def test_unseen_classes_never_in_episodes(tiny_stores, classes: str) -> None:
         assert not set(item["label"].unique().tolist()) & set(split.unseen)
 
 
+def test_negatives_add_absent_seen_classes_redrawn_each_epoch(tiny_stores) -> None:
+    split = get_split("camvid", 0)
+    features = CachedFeatureDataset(tiny_stores.visual_paths["train"])
+    episodes = EpisodeDataset(features, split, "present", negatives=2, seed=3)
+    plain = EpisodeDataset(features, split, "present")
+    draws = set()
+    for i in range(len(episodes)):
+        present = plain[i]["class_ids"].tolist()
+        assert episodes[(i, 0)]["class_ids"].tolist() == present  # no epoch: no negatives
+        for epoch in range(4):
+            ids = episodes[(i, 0, epoch)]["class_ids"].tolist()
+            assert ids == episodes[(i, 0, epoch)]["class_ids"].tolist()  # seeded: same draw
+            assert ids[: len(present)] == present and len(ids) == len(present) + 2
+            extra = ids[len(present):]
+            label = episodes[(i, 0, epoch)]["label"]
+            assert set(extra) <= set(split.seen) and not set(extra) & set(present)
+            assert not (label[..., None] == torch.tensor(extra)).any()  # absent: empty masks
+            draws.add((i, tuple(extra)))
+    assert len(draws) > len(episodes)  # epochs draw different absent classes
+
+
+def test_fit_with_negatives_runs_and_records_them(tiny_stores, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, _args(tiny_stores, out, "--negatives", "3"))
+    assert result.exit_code == 0, result.output
+    meta = torch.load(out / "checkpoint.pt", weights_only=True)["meta"]
+    assert meta["train"]["negatives"] == 3
+
+
 def test_resume_equals_uninterrupted_run(tiny_stores, tmp_path: Path, monkeypatch) -> None:
     full = fit(_config(tiny_stores, tmp_path / "full", epochs=3))
     save = trainer.save_training_state

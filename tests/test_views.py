@@ -249,8 +249,9 @@ def test_draw_rule_cycles_through_every_view() -> None:
     sampler = ViewSampler(Items(), blocks=[0, 0, 1, 1, 2, 2], views=3, seed=0)
     sampler.set_epoch(2)
     drawn = list(sampler)
-    assert sampler.sampler.epoch == 2 and [i for i, _ in drawn] == [5, 0, 4, 1, 3, 2]
-    assert {i: v for i, v in drawn} == {i: drawn_view(0, 2, i // 2, 3) for i in range(6)}
+    assert sampler.sampler.epoch == 2 and [i for i, _, _ in drawn] == [5, 0, 4, 1, 3, 2]
+    assert {i: v for i, v, _ in drawn} == {i: drawn_view(0, 2, i // 2, 3) for i in range(6)}
+    assert {e for _, _, e in drawn} == {2}
 
 
 def _fit_args(stores, out: Path, *extra: str) -> list[str]:

@@ -46,6 +46,7 @@ class FitConfig:
     temperature: float = 0.07
     episode: str = "present"  # "present": seen classes in the image; "all": every seen class
     unseen_as: str = "ignore"  # unseen pixels: "ignore" (255) or "background" (negatives)
+    negatives: int = 0  # absent seen classes also queried per training episode (redrawn per epoch)
     block_mix: int = 4  # shuffle shards, then images within windows of this many; 0 = per image
     views: int | None = None  # draw among views 0..views of the train store; None = all it has
     seed: int = 0

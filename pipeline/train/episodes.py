@@ -7,6 +7,10 @@ Rules (the zero-shot contract, tested by scanning every episode of a split):
 - ``classes="present"`` (default, the paper): the episode asks for the seen classes present in
   the image. ``"all"``: every seen class, absent ones giving all-negative masks (more negatives
   for BCE; also how the seen-class validation mIoU is measured).
+- ``negatives`` = K > 0: each episode also asks for K seen classes ABSENT from the image
+  (all-negative masks), redrawn every epoch from (seed, epoch, image): the module learns that a
+  name with nothing to show gets an empty mask, rather than marking whatever object is there.
+  Needs the epoch: the training sampler yields ``(item, view, epoch)``.
 - An unseen class id never appears, neither as a queried class nor as a positive pixel.
   Images without any seen pixel have no episode and are skipped.
 
@@ -40,12 +44,17 @@ class EpisodeDataset(Dataset):
     "view"}``; ``dataset[item]`` reads view 0, ``dataset[(item, view)]`` that view."""
 
     def __init__(self, features: CachedFeatureDataset, split: ZeroShotSplit,
-                 classes: EpisodeClasses = "present", unseen_as: UnseenAs = "ignore") -> None:
+                 classes: EpisodeClasses = "present", unseen_as: UnseenAs = "ignore",
+                 negatives: int = 0, seed: int = 0) -> None:
         if classes not in ("present", "all"):
             raise ValueError(f"classes must be 'present' or 'all', not {classes!r}")
+        if negatives < 0:
+            raise ValueError(f"negatives must be >= 0, not {negatives}")
         self.features = features
         self.split = split
         self.unseen_as = unseen_as
+        self.negatives = negatives if classes == "present" else 0  # "all" has every absent one
+        self.seed = seed
         self.positions: list[int] = []  # item position in ``features``
         self.class_ids: list[tuple[int, ...]] = []
         for position, label in enumerate(features.labels()):
@@ -66,14 +75,26 @@ class EpisodeDataset(Dataset):
         """Augmented views per image in the store (0: the plain images only)."""
         return self.features.views
 
-    def __getitem__(self, item: int | tuple[int, int]) -> dict[str, Any]:
-        item, view = item if isinstance(item, tuple) else (item, 0)
+    def absent_classes(self, item: int, epoch: int) -> tuple[int, ...]:
+        """The ``negatives`` seen classes absent from image ``item`` queried in ``epoch``."""
+        present = set(self.class_ids[item])
+        absent = [c for c in self.split.seen if c not in present]
+        rng = np.random.default_rng([self.seed % 2**64, epoch, self.positions[item]])
+        count = min(self.negatives, len(absent))
+        return tuple(sorted(int(c) for c in rng.choice(absent, size=count, replace=False)))
+
+    def __getitem__(self, key: int | tuple[int, ...]) -> dict[str, Any]:
+        """``item``, ``(item, view)`` or ``(item, view, epoch)`` (negatives need the epoch)."""
+        item, view, *epoch = key if isinstance(key, tuple) else (key, 0)
         sample = self.features[(self.positions[item], view)]
         _, safe = training_view(sample["label"].numpy(), self.split, self.unseen_as)
+        class_ids = self.class_ids[item]
+        if self.negatives and epoch:
+            class_ids = class_ids + self.absent_classes(item, epoch[0])
         return {
             "patch_tokens": sample["patch_tokens"],
             "label": torch.from_numpy(safe.astype(np.int64)),
-            "class_ids": torch.tensor(self.class_ids[item], dtype=torch.int64),
+            "class_ids": torch.tensor(class_ids, dtype=torch.int64),
             "index": sample["index"],
             "view": view,
         }

@@ -83,7 +83,8 @@ def open_inputs(config: FitConfig) -> TrainingInputs:
                          f"{config.dataset} uses ids up to {max(split.seen + split.unseen)}")
     if config.unseen_as == "background" and split.background is None:
         raise FusionerError(f"{config.dataset} has no background class: use --unseen-as ignore")
-    train = EpisodeDataset(features, split, config.episode, config.unseen_as)  # type: ignore[arg-type]
+    train = EpisodeDataset(features, split, config.episode, config.unseen_as,  # type: ignore[arg-type]
+                           config.negatives, config.seed)
     if len(train) == 0:
         raise StoreError(f"{train_path}: no image shows a seen class of fold {config.fold}")
     val = _open_val(config, split, visual_attrs)

@@ -30,9 +30,10 @@ def drawn_view(seed: int, epoch: int, block: int, views: int) -> int:
     return int(order[slot])
 
 
-class ViewSampler(Sampler[tuple[int, int]]):
-    """Wraps an item sampler: yields ``(item, view)`` with the view of the item's shard this
-    epoch (``drawn_view``); ``set_epoch`` reaches the wrapped sampler too."""
+class ViewSampler(Sampler[tuple[int, int, int]]):
+    """Wraps an item sampler: yields ``(item, view, epoch)`` with the view of the item's shard
+    this epoch (``drawn_view``; always 0 for ``views`` 0), so per-epoch draws reach DataLoader
+    workers with the index; ``set_epoch`` reaches the wrapped sampler too."""
 
     def __init__(self, sampler: Sampler[int], blocks: Sequence[int], views: int,
                  seed: int) -> None:
@@ -46,10 +47,10 @@ class ViewSampler(Sampler[tuple[int, int]]):
     def __len__(self) -> int:
         return len(self.sampler)  # type: ignore[arg-type]
 
-    def __iter__(self) -> Iterator[tuple[int, int]]:
+    def __iter__(self) -> Iterator[tuple[int, int, int]]:
         chosen: dict[int, int] = {}
         for item in self.sampler:
             block = self.blocks[item]
             if block not in chosen:
                 chosen[block] = drawn_view(self.seed, self.epoch, block, self.views)
-            yield item, chosen[block]
+            yield item, chosen[block], self.epoch
