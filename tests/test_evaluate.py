@@ -22,6 +22,7 @@ from pipeline.evaluation import (
     open_fold,
     random_text_table,
 )
+from pipeline.evaluation.summary import markdown_table
 from pipeline.store import CachedFeatureDataset
 from pipeline.thresholds import ADAPTIVE
 from pipeline.train import FitConfig, fit
@@ -188,6 +189,11 @@ def test_adaptive_rule_reports_the_paper_threshold_beside_it(setup, tmp_path: Pa
         assert adaptive[PAPER_RULE][mode]["fb_iou"] == fixed[mode]["fb_iou"]
         assert (adaptive["seen_reference"][PAPER_RULE][mode]["miou"]
                 == fixed["seen_reference"][mode]["miou"])
+        at_paper = adaptive[PAPER_RULE]["baselines"]["random_text"][mode]  # baselines at 0.5
+        assert {k: at_paper[k] for k in ("miou", "fb_iou")} == {
+            k: fixed["baselines"]["random_text"][mode][k] for k in ("miou", "fb_iou")}
+    assert (adaptive[PAPER_RULE]["baselines"]["all_foreground"]
+            == fixed["baselines"]["all_foreground"])
     assert adaptive["binary"]["auroc"] == fixed["binary"]["auroc"]  # ranking: no threshold
     bad = CliRunner().invoke(main, _args(stores, checkpoint, tmp_path, "--threshold", "1.5"))
     assert bad.exit_code != 0 and "--threshold" in bad.output
@@ -227,6 +233,32 @@ def test_several_folds_are_reported_with_their_mean(setup, tmp_path: Path) -> No
     twice = CliRunner().invoke(main, [*_args(stores, checkpoint, tmp_path),
                                       "--checkpoint", str(checkpoint)])
     assert twice.exit_code == 1 and "given twice" in twice.stderr
+
+
+def test_summary_table_shows_each_fold_and_the_mean_beside_the_baselines(setup,
+                                                                        tmp_path: Path) -> None:
+    stores, checkpoint, _ = setup
+    other = _with_meta(checkpoint, tmp_path / "fold1.pt", fold=1, unseen=[6, 7, 8],
+                       seen=[0, 1, 2, 3, 4, 5, 9, 10])
+    result = CliRunner().invoke(main, [*_args(stores, checkpoint, tmp_path, "--mode", "binary",
+                                              "--threshold", "adaptive", "--num-overlays", "0"),
+                                       "--checkpoint", str(other)])
+    assert result.exit_code == 0, result.output
+    document = json.loads((tmp_path / "metrics.json").read_text())
+    table = markdown_table(document).splitlines()
+    rows = {line.split(" | ")[0].strip("| "): line.split(" | ") for line in table
+            if line.startswith("| ") and not line.startswith("| fold")}
+    assert set(rows) == {"0", "1", "mean"}
+    for name, block in (("0", document["per_fold"]["fold0"]), ("mean", document)):
+        cells = rows[name]
+        assert cells[2] == f"{block[PAPER_RULE]['binary']['miou']:.3f}"  # unseen at 0.5
+        assert cells[3] == f"{block['baselines']['all_foreground']['binary']['miou']:.3f}"
+        random_at_paper = block[PAPER_RULE]["baselines"]["random_text"]["binary"]["miou"]
+        assert cells[4] == f"{random_at_paper:.3f}"
+        assert cells[5] == f"{block['binary']['miou']:.3f}"  # under the adaptive rule
+    ratio = document[PAPER_RULE]["binary"]["miou"] / document["baselines"]["all_foreground"][
+        "binary"]["miou"]
+    assert f"at 0.5 {ratio:.2f}x all-foreground" in table[-1]
 
 
 def _one_line_error(args: list[str]) -> str:

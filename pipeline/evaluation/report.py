@@ -32,6 +32,7 @@ from pipeline.evaluation.run import (
     MODEL,
     PAPER_RULE,
     RANDOM_TEXT,
+    RANDOM_TEXT_PAPER,
     SEEN_REFERENCE,
     FoldInputs,
     FoldResult,
@@ -76,14 +77,18 @@ def summary(score: IoUResult) -> dict[str, float | None]:
 
 
 def _scores_block(scores: Mapping[tuple[str, Mode], dict[str, Any]]) -> dict[str, Any]:
-    """{mode: model scores, "fixed_threshold_0.5": {mode: ...} (other rules only), "baselines":
-    {method: {mode: scores}}, "seen_reference": {mode: ..., "fixed_threshold_0.5": {...}}}."""
+    """{mode: model scores, "fixed_threshold_0.5": {mode: ..., "baselines": {...}} (other rules
+    only), "baselines": {method: {mode: scores}}, "seen_reference": {mode: ...,
+    "fixed_threshold_0.5": {...}}}."""
     by_method: dict[str, dict[str, Any]] = {}
     for (method, mode), score in scores.items():
         by_method.setdefault(method, {})[mode] = score
     block: dict[str, Any] = dict(by_method.get(MODEL, {}))
     if PAPER_RULE in by_method:
-        block[PAPER_RULE] = by_method[PAPER_RULE]
+        block[PAPER_RULE] = dict(by_method[PAPER_RULE])
+        if RANDOM_TEXT_PAPER in by_method:  # the baselines at the paper's threshold too
+            block[PAPER_RULE]["baselines"] = {ALL_FOREGROUND: by_method[ALL_FOREGROUND],
+                                              RANDOM_TEXT: by_method[RANDOM_TEXT_PAPER]}
     baselines = {name: by_method[name] for name in (ALL_FOREGROUND, RANDOM_TEXT)
                  if name in by_method}
     if baselines:
