@@ -13,7 +13,7 @@ from pathlib import Path
 
 from bench.common import Table, machine_table
 
-BENCHMARKS = ("cache_speedup", "read_path", "extraction", "storage", "scaling")
+BENCHMARKS = ("cache_speedup", "read_path", "extraction", "storage", "scaling", "object_store")
 
 
 def main() -> None:
