@@ -27,13 +27,15 @@ from pipeline.extract import extract_visual
 from pipeline.store import CachedFeatureDataset, as_location, read_text_store, visual_store_path
 from stages.evaluate import main as evaluate_main
 from stages.extract import main as extract_main
+from stages.fit import main as fit_main
 from tests.helpers import TINY_FIT, make_mini_camvid
 from tests.s3_server import BUCKET, S3Endpoint, moto_s3
 
 ROOT = Path(__file__).resolve().parents[1]
 ARRAYS = ("patch_tokens", "cls_token", "labels", "image_ids", "shard_done")
 ENCODE = ["--backbone", "dino_vits16", "--random-init", "--image-size", "64x80",
-          "--device", "cpu"]
+          "--device", "cpu", "--shard-images", "1", "--batch-size", "1"]
+SHARDS = {"shard_images": 1, "batch_size": 1}  # 6 shards of one image
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +53,12 @@ def camvid(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_mini_camvid(tmp_path_factory.mktemp("data") / "camvid", per_split=6)
 
 
-def _local_reference(camvid: Path, folder: Path, shard_images: int, batch_size: int) -> Path:
-    """The single-process local store an S3 store must equal bit for bit."""
-    path = folder / "camvid-train.zarr"
+@pytest.fixture(scope="module")
+def reference(camvid: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The single-process local store every S3 store must equal bit for bit."""
+    path = tmp_path_factory.mktemp("reference") / "camvid-train.zarr"
     encoder = create_visual_encoder("dino_vits16", random_init=True, image_size=(64, 80))
-    extract_visual(create_dataset("camvid", "train", camvid), encoder, path,
-                   batch_size=batch_size, shard_images=shard_images)
+    extract_visual(create_dataset("camvid", "train", camvid), encoder, path, **SHARDS)
     return path
 
 
@@ -77,15 +79,13 @@ def s3_cache(s3: S3Endpoint, camvid: Path) -> str:
     cache = f"s3://{BUCKET}/cache"
     result = CliRunner().invoke(extract_main, [
         *ENCODE, "--text-encoder", "minilm_l6", "--split", "train", "--split", "val",
-        "--data-root", str(camvid), "--cache-dir", cache, "--workers", "2",
-        "--shard-images", "2", "--batch-size", "2"])
+        "--data-root", str(camvid), "--cache-dir", cache, "--workers", "2"])
     assert result.exit_code == 0, result.output
     return cache
 
 
 def test_dask_extraction_into_s3_equals_the_local_store(s3_cache: str, camvid: Path,
-                                                        tmp_path: Path) -> None:
-    reference = _local_reference(camvid, tmp_path, shard_images=2, batch_size=2)
+                                                        reference: Path, tmp_path: Path) -> None:
     store = visual_store_path(s3_cache, "dino_vits16", "camvid", "train")
     assert str(store).startswith("s3://")
     _assert_same_store(reference, store)
@@ -96,7 +96,7 @@ def test_dask_extraction_into_s3_equals_the_local_store(s3_cache: str, camvid: P
     report = tmp_path / "report.json"
     again = CliRunner().invoke(extract_main, [  # a complete store: nothing to do
         *ENCODE, "--split", "train", "--data-root", str(camvid), "--cache-dir", s3_cache,
-        "--shard-images", "2", "--report", str(report)])
+        "--report", str(report)])
     assert again.exit_code == 0, again.output
     assert json.loads(report.read_text())[0]["encoded"] == 0
 
@@ -108,12 +108,11 @@ def _done_shards(store: object) -> int:
         return -1
 
 
-def test_killed_extraction_into_s3_resumes(s3: S3Endpoint, camvid: Path, tmp_path: Path) -> None:
-    reference = _local_reference(camvid, tmp_path / "ref", shard_images=1, batch_size=1)
+def test_killed_extraction_into_s3_resumes(s3: S3Endpoint, camvid: Path, reference: Path,
+                                           tmp_path: Path) -> None:
     cache = f"s3://{BUCKET}/killed"
     store = visual_store_path(cache, "dino_vits16", "camvid", "train")
-    args = [*ENCODE, "--split", "train", "--data-root", str(camvid), "--cache-dir", cache,
-            "--shard-images", "1", "--batch-size", "1"]
+    args = [*ENCODE, "--split", "train", "--data-root", str(camvid), "--cache-dir", cache]
     proc = subprocess.Popen([sys.executable, "-m", "stages.extract", *args], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     deadline = time.monotonic() + 120
@@ -187,11 +186,14 @@ def _one_line_error(module: str, args: list[str], env: dict[str, str]) -> str:
 
 def test_wrong_or_missing_credentials_give_one_line(s3: S3Endpoint, s3_cache: str,
                                                     fitted: Path) -> None:
-    wrong = {**os.environ, "AWS_SECRET_ACCESS_KEY": "not-the-secret"}
-    line = _one_line_error("stages.fit", ["--visual", "dino_vits16", "--text", "minilm_l6",
-                                          "--cache-dir", s3_cache, "--out", "/nonexistent",
-                                          *TINY_FIT], wrong)
-    assert "access denied" in line and s3_cache in line and "not-the-secret" not in line
+    wrong = CliRunner().invoke(fit_main, [  # a credential given as storage options, wrong
+        "--visual", "dino_vits16", "--text", "minilm_l6", "--cache-dir", s3_cache,
+        "--storage-option", f"key={s3.env['AWS_ACCESS_KEY_ID']}",
+        "--storage-option", "secret=not-the-secret", "--out", "/nonexistent", *TINY_FIT])
+    assert wrong.exit_code == 1
+    lines = wrong.output.strip().splitlines()
+    assert lines[-1].startswith("error:") and "access denied" in lines[-1]
+    assert s3_cache in lines[-1] and "not-the-secret" not in wrong.output
     missing = {k: v for k, v in os.environ.items()
                if k not in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
     line = _one_line_error("stages.evaluate", ["--checkpoint", str(fitted / "checkpoint.pt"),
@@ -219,9 +221,9 @@ def test_dvc_push_and_pull_round_trip_the_stores(s3: S3Endpoint, make_stores,
     dvc = [sys.executable, "-m", "dvc"]
     _sh(repo, "git", "init", "-q")
     _sh(repo, *dvc, "init", "-q")
-    _sh(repo, *dvc, "config", "core.analytics", "false")
-    _sh(repo, *dvc, "remote", "add", "-d", "store", f"s3://{BUCKET}/dvc")
-    _sh(repo, *dvc, "remote", "modify", "store", "endpointurl", s3.url)
+    (repo / ".dvc" / "config").write_text(  # = dvc remote add -d / modify endpointurl
+        f"[core]\n    analytics = false\n    remote = store\n['remote \"store\"']\n"
+        f"    url = s3://{BUCKET}/dvc\n    endpointurl = {s3.url}\n")
     _sh(repo, *dvc, "add", "-q", "cache")
     before = _tree(repo / "cache")
     _sh(repo, *dvc, "push", "-q")
