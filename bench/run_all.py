@@ -13,7 +13,8 @@ from pathlib import Path
 
 from bench.common import Table, machine_table
 
-BENCHMARKS = ("cache_speedup", "read_path", "extraction", "storage", "scaling", "views")
+BENCHMARKS = ("cache_speedup", "read_path", "extraction", "storage", "scaling", "views",
+              "object_store")
 
 
 def main() -> None:

@@ -6,7 +6,6 @@ import logging
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,6 +22,7 @@ from pipeline.encoders.text import TextEncoder
 from pipeline.encoders.visual import VisualEncoder
 from pipeline.errors import BadInputError
 from pipeline.store.layout import FORMAT_VERSION, identity
+from pipeline.store.location import StoreLocation, open_group, store_exists
 from pipeline.store.text import write_text_store
 from pipeline.store.visual import DEFAULT_SHARD_IMAGES, VisualStoreWriter
 
@@ -186,7 +186,7 @@ def encode_shards(
 def extract_visual(
     dataset: SegmentationDataset,
     encoder: VisualEncoder,
-    store_path: Path,
+    store_path: StoreLocation,
     batch_size: int = 16,
     device: str = "cpu",
     shard_images: int = DEFAULT_SHARD_IMAGES,
@@ -231,8 +231,8 @@ def extract_visual(
     return report
 
 
-def open_visual_writer(dataset: SegmentationDataset, encoder: VisualEncoder, store_path: Path,
-                       shard_images: int, overwrite: bool,
+def open_visual_writer(dataset: SegmentationDataset, encoder: VisualEncoder,
+                       store_path: StoreLocation, shard_images: int, overwrite: bool,
                        views: ViewRecipe | None = None) -> VisualStoreWriter:
     """Create (or resume, after checking its settings and view recipe) the store of ``dataset``."""
     return VisualStoreWriter(
@@ -277,19 +277,17 @@ def text_store_attrs(encoder: TextEncoder, dataset_name: str,
 def extract_text(
     class_names: list[str],
     encoder: TextEncoder,
-    store_path: Path,
+    store_path: StoreLocation,
     dataset_name: str,
     templates: tuple[str, ...] = PROMPT_TEMPLATES,
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Embed every class name (prompt-averaged) into the text store; identical store = no-op."""
-    import zarr
-
     attrs = text_store_attrs(encoder, dataset_name, templates)
     wanted = {**attrs, "format_version": FORMAT_VERSION, "kind": "text",
               "num_classes": len(class_names)}
-    if store_path.exists() and not overwrite:
-        group = zarr.open_group(str(store_path), mode="r")
+    if not overwrite and store_exists(store_path):
+        group = open_group(store_path, mode="r")
         found = dict(group.attrs)
         same = found.get("complete") is True and identity(found) == identity(wanted)
         if same and [str(n) for n in group["class_names"][:]] == class_names:

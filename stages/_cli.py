@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from pipeline.errors import BadInputError, FusionerError
+from pipeline.store.layout import DEFAULT_CACHE_DIR
+from pipeline.store.location import as_location, is_url
 
 if TYPE_CHECKING:
     from pipeline.thresholds import Threshold
@@ -99,6 +101,48 @@ def resolve_device(device: str) -> str:
     from pipeline.train.distributed import resolve_device as resolve
 
     return resolve(device)
+
+
+def parse_storage_options(pairs: tuple[str, ...]) -> dict[str, Any]:
+    """``("endpoint_url=http://...", "anon=false")`` -> fsspec storage options (values are read
+    as YAML scalars: ``false`` is a bool, ``3`` an int, anything else a string)."""
+    import yaml
+
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key.strip():
+            raise click.BadParameter(f"expected KEY=VALUE, got '{pair}'",
+                                     param_hint="'--storage-option'")
+        parsed = yaml.safe_load(value) if value.strip() else ""
+        options[key.strip()] = value if parsed is None else parsed
+    return options
+
+
+def cache_dir_options(fn: F) -> F:
+    """``--cache-dir`` (a folder or an fsspec URL) and ``--storage-option KEY=VALUE``: the
+    command receives ``cache_dir`` as a ``Path`` or a ``RemoteLocation`` carrying the options."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, cache_dir: str, storage_options: tuple[str, ...],
+                **kwargs: Any) -> Any:
+        if storage_options and not is_url(cache_dir):
+            raise click.UsageError("--storage-option needs a URL --cache-dir (s3://...)")
+        location = as_location(cache_dir, parse_storage_options(storage_options))
+        return fn(*args, cache_dir=location, **kwargs)
+
+    options = (
+        click.option("--cache-dir", default=str(DEFAULT_CACHE_DIR),
+                     help="Root of the embedding store: a folder, or an fsspec URL "
+                          "(s3://bucket/prefix, gs://..., memory://...)."),
+        click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
+                     help="fsspec option of a URL --cache-dir, e.g. endpoint_url=http://host:9000 "
+                          "or profile=NAME; repeat for several. Credentials: prefer AWS_* env "
+                          "vars or a profile (never written anywhere)."),
+    )
+    for option in reversed(options):
+        wrapper = option(wrapper)
+    return wrapper  # type: ignore[return-value]
 
 
 def segmenter_options(fn: F) -> F:

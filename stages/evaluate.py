@@ -14,10 +14,11 @@ from pipeline.evaluation import (
     source_dataset,
     write_outputs,
 )
-from pipeline.store import DEFAULT_CACHE_DIR
+from pipeline.store import StoreLocation
 from pipeline.thresholds import Threshold
 from stages._cli import (
     OneLineCommand,
+    cache_dir_options,
     one_line_errors,
     resolve_device,
     setup_logging,
@@ -35,8 +36,7 @@ def _line(name: str, scores: dict) -> str:
 @click.option("--checkpoint", "checkpoints", type=click.Path(path_type=Path), multiple=True,
               default=[Path("models/fusion/checkpoint.pt")],
               help="Fusion checkpoint; repeat it (one per fold) to report each fold and the mean.")
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE_DIR,
-              help="Root of the embedding store.")
+@cache_dir_options
 @click.option("--split", default="val", help="Store split to evaluate.")
 @click.option("--data-root", type=click.Path(path_type=Path), default=None,
               help="Dataset folder, for the overlay images [default: $FUSIONER_DATA/<dataset>].")
@@ -66,9 +66,9 @@ def _line(name: str, scores: dict) -> str:
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @one_line_errors
-def main(checkpoints: tuple[Path, ...], cache_dir: Path, split: str, data_root: Path | None,
-         mode: str, baselines: bool, seen_reference: bool, threshold: Threshold, resolution: str,
-         out_metrics: Path,
+def main(checkpoints: tuple[Path, ...], cache_dir: StoreLocation, split: str,
+         data_root: Path | None, mode: str, baselines: bool, seen_reference: bool,
+         threshold: Threshold, resolution: str, out_metrics: Path,
          out_plots: Path, num_overlays: int, batch_size: int, num_workers: int, device: str,
          seed: int, no_progress: bool, verbose: bool) -> None:
     """Score fusion checkpoints on their folds' unseen classes, with baselines, from the cache.

@@ -13,8 +13,15 @@ from pipeline.data.views import ViewRecipe
 from pipeline.encoders import create_text_encoder, create_visual_encoder
 from pipeline.errors import FusionerError
 from pipeline.extract import extract_text, extract_visual
-from pipeline.store import DEFAULT_CACHE_DIR, text_store_path, visual_store_path
-from stages._cli import OneLineCommand, one_line_errors, parse_size, resolve_device, setup_logging
+from pipeline.store import StoreLocation, text_store_path, visual_store_path
+from stages._cli import (
+    OneLineCommand,
+    cache_dir_options,
+    one_line_errors,
+    parse_size,
+    resolve_device,
+    setup_logging,
+)
 
 log = logging.getLogger("fusioner.extract")
 
@@ -33,8 +40,7 @@ log = logging.getLogger("fusioner.extract")
 @click.option("--data-root", type=click.Path(path_type=Path), default=None,
               help="Dataset folder "
                    "[default: $FUSIONER_DATA/<dataset> or ../shared/data/<dataset>].")
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE_DIR,
-              help="Root of the embedding store.")
+@cache_dir_options
 @click.option("--weights", type=click.Path(path_type=Path), default=None,
               help="Visual encoder checkpoint file "
                    "[default: $FUSIONER_WEIGHTS/<slug>.* or a package].")
@@ -85,7 +91,8 @@ log = logging.getLogger("fusioner.extract")
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @one_line_errors
 def main(visual: str | None, text: str | None, dataset: str, splits: tuple[str, ...],
-         data_root: Path | None, cache_dir: Path, weights: Path | None, text_weights: Path | None,
+         data_root: Path | None, cache_dir: StoreLocation, weights: Path | None,
+         text_weights: Path | None,
          random_init: bool, image_size: tuple[int, int] | None, batch_size: int, shard_images: int,
          num_workers: int, device: str, overwrite: bool, skip_bad: bool, scheduler: str | None,
          workers: int | None, retries: int, views: int, views_splits: tuple[str, ...],
@@ -136,7 +143,7 @@ def main(visual: str | None, text: str | None, dataset: str, splits: tuple[str, 
 
 
 def _extract_distributed(visual: str, dataset: str, datasets: dict[str, SegmentationDataset],
-                         cache_dir: Path, weights: Path | None,
+                         cache_dir: StoreLocation, weights: Path | None,
                          random_init: bool, image_size: tuple[int, int] | None, batch_size: int,
                          shard_images: int, device: str, overwrite: bool, skip_bad: bool,
                          scheduler: str | None, workers: int | None, retries: int,

@@ -7,9 +7,8 @@ from pathlib import Path
 import click
 
 from pipeline.names import text_slug, visual_slug
-from pipeline.store import DEFAULT_CACHE_DIR
 from pipeline.train import FitConfig, fit
-from stages._cli import OneLineCommand, one_line_errors, setup_logging
+from stages._cli import OneLineCommand, cache_dir_options, one_line_errors, setup_logging
 
 DEFAULTS = FitConfig(visual="", text="")
 
@@ -28,8 +27,7 @@ def _channels(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple
               help="Text encoder slug (or alias, e.g. minilm) of the cached class embeddings.")
 @click.option("--dataset", default=DEFAULTS.dataset, help="Dataset of the stores.")
 @click.option("--fold", type=int, default=DEFAULTS.fold, help="Zero-shot fold (seen/unseen split).")
-@click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE_DIR,
-              help="Root of the embedding store.")
+@cache_dir_options
 @click.option("--out", type=click.Path(path_type=Path), default=DEFAULTS.out,
               help="Run folder: checkpoint.pt, last.pt, train_log.json, train_metrics.json.")
 @click.option("--train-split", default=DEFAULTS.train_split, help="Store split to train on.")

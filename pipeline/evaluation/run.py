@@ -42,6 +42,7 @@ from pipeline.model.checkpoint import load_fusion_checkpoint, text_expect, visua
 from pipeline.model.fusion import FusionModel, upsample_logits
 from pipeline.store import (
     CachedFeatureDataset,
+    StoreLocation,
     loader_kwargs,
     open_visual_store,
     read_text_store,
@@ -104,7 +105,7 @@ class FoldResult:
     overlays: dict[int, dict[Mode, np.ndarray]] = field(default_factory=dict)  # position ->
 
 
-def open_fold(checkpoint: Path | str, cache_dir: Path | str, split: str,
+def open_fold(checkpoint: Path | str, cache_dir: StoreLocation | str, split: str,
               device: str | torch.device = "cpu") -> FoldInputs:
     """Load ``checkpoint`` and open its pair's stores for ``split``; ``StoreError`` on mismatch."""
     model, meta = load_fusion_checkpoint(checkpoint, device)
@@ -307,7 +308,7 @@ def evaluate_fold(inputs: FoldInputs, methods: Sequence[Method], modes: Sequence
     return FoldResult(inputs, state.results(), state.episodes, images, state.overlays())
 
 
-def open_folds(checkpoints: Sequence[Path | str], cache_dir: Path | str, split: str,
+def open_folds(checkpoints: Sequence[Path | str], cache_dir: StoreLocation | str, split: str,
                device: str | torch.device = "cpu") -> list[FoldInputs]:
     """One checkpoint per fold, all opened (and cross-checked) before anything is evaluated."""
     folds: list[FoldInputs] = []

@@ -32,6 +32,7 @@ from pipeline.encoders.visual import VisualEncoder
 from pipeline.errors import FusionerError
 from pipeline.extract import encode_shards, finish_report, open_visual_writer
 from pipeline.store.layout import identity
+from pipeline.store.location import RemoteLocation, StoreLocation
 from pipeline.store.visual import DEFAULT_SHARD_IMAGES, VisualStoreWriter
 
 log = logging.getLogger(__name__)
@@ -82,7 +83,7 @@ class EncoderRecipe:
 class BlockJob:
     """What every task shares: the store, the encoder recipe and the batching settings."""
 
-    store: str
+    store: str | RemoteLocation  # a resolved local path, or a URL with its storage options
     encoder: EncoderRecipe
     batch_size: int
     device: str
@@ -147,7 +148,7 @@ def extract_visual_distributed(
     client: Any,
     dataset: SegmentationDataset,
     encoder: VisualEncoder,
-    store_path: Path,
+    store_path: StoreLocation,
     batch_size: int = 16,
     device: str = "auto",
     shard_images: int = DEFAULT_SHARD_IMAGES,
@@ -161,7 +162,8 @@ def extract_visual_distributed(
     """Fill (or finish) the visual store of ``dataset`` on the dask cluster of ``client``.
 
     Same store and report as ``extract_visual``. ``store_path``, the dataset's files and the
-    weights must be reachable under the same paths from every worker (a shared filesystem).
+    weights must be reachable under the same paths from every worker (a shared filesystem, or
+    an object-store URL: its storage options travel with the tasks).
     ``device`` is resolved on each worker (``auto``: its GPU if any). ``torch_threads`` per task
     defaults to the worker's cores divided by its task slots. ``views``: as in
     ``extract_visual`` (each view is a pure function of the recipe and image, not of the worker).
@@ -179,8 +181,10 @@ def extract_visual_distributed(
     log.info("extracting %d images (%d tasks) of %s/%s with %s into %s on %s", count,
              len(blocks), dataset.name, dataset.split, encoder.slug, store_path,
              client.scheduler.address)
-    job = BlockJob(str(Path(store_path).resolve()), EncoderRecipe.of(encoder), batch_size,
-                   device, skip_bad, torch_threads, views)
+    store = store_path if isinstance(store_path, RemoteLocation) else str(
+        Path(store_path).resolve())
+    job = BlockJob(store, EncoderRecipe.of(encoder), batch_size, device, skip_bad, torch_threads,
+                   views)
     run = uuid.uuid4().hex[:8]
     data = client.submit(_provide, dataset, key=f"fusioner-dataset-{run}")
     futures = [

@@ -8,6 +8,13 @@ from pipeline.store.layout import (
     text_store_path,
     visual_store_path,
 )
+from pipeline.store.location import (
+    RemoteLocation,
+    StoreLocation,
+    as_location,
+    is_url,
+    store_exists,
+)
 from pipeline.store.text import TextEmbeddings, read_text_store, write_text_store
 from pipeline.store.visual import VisualStoreWriter, open_visual_store
 
@@ -15,12 +22,17 @@ __all__ = [
     "DEFAULT_CACHE_DIR",
     "FORMAT_VERSION",
     "CachedFeatureDataset",
+    "RemoteLocation",
+    "StoreLocation",
     "TextEmbeddings",
     "VisualStoreWriter",
+    "as_location",
     "check_provenance",
+    "is_url",
     "loader_kwargs",
     "open_visual_store",
     "read_text_store",
+    "store_exists",
     "text_store_path",
     "visual_store_path",
     "write_text_store",

@@ -15,16 +15,15 @@ import copy
 import os
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import zarr
 from torch.utils.data import Dataset
 
 from pipeline.errors import StoreError, first_line
 from pipeline.store.layout import ITEM_ARRAYS, VIEW_PREFIX, view_count
+from pipeline.store.location import StoreLocation, as_location, open_group
 from pipeline.store.visual import open_visual_store
 
 
@@ -32,9 +31,9 @@ class CachedFeatureDataset(Dataset):
     """Items: ``patch_tokens`` (h, w, C) f32, ``cls_token`` (C,), ``label`` (H, W), ``index``,
     ``view`` (0 = the plain image, 1..``views`` = the store's augmented views)."""
 
-    def __init__(self, path: Path | str, expect: Mapping[str, Any] | None = None,
+    def __init__(self, path: StoreLocation | str, expect: Mapping[str, Any] | None = None,
                  indices: Sequence[int] | None = None, cache_blocks: int = 0) -> None:
-        self.path = Path(path)
+        self.path = as_location(path)
         group = open_visual_store(self.path, expect)  # validates once, up front
         self.attrs = dict(group.attrs)
         self.indices = list(range(self.attrs["num_images"])) if indices is None else list(indices)
@@ -71,7 +70,7 @@ class CachedFeatureDataset(Dataset):
 
     def open_arrays(self) -> Mapping[str, Any]:
         """Name -> array of this store; looked up once per process (a lookup re-reads metadata)."""
-        group = zarr.open_group(str(self.path), mode="r")
+        group = open_group(self.path, mode="r")
         views = [VIEW_PREFIX + name for name in ITEM_ARRAYS] if self.views else []
         return {name: group[name] for name in (*ITEM_ARRAYS, *views, "image_ids")}
 

@@ -1,8 +1,16 @@
-"""Where stores live on disk and what their root attributes must say."""
+"""Where stores live (a folder or an object-store URL) and what their root attributes must say.
+
+Publishing a new store is atomic for readers. On a local disk it is laid out in
+``<store>.creating`` and renamed into place. Object stores have no rename, but each object PUT
+is atomic and a Zarr v3 group only exists through its root ``zarr.json``: the store is laid out
+in a local scratch folder, its objects are uploaded with the root ``zarr.json`` last, and removal
+deletes that root first. Readers refuse anything without a root that says ``complete``.
+"""
 
 from __future__ import annotations
 
 import shutil
+import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -10,6 +18,17 @@ from typing import Any
 import zarr
 
 from pipeline.errors import StoreError
+from pipeline.store.location import (
+    ROOT_KEY,
+    RemoteLocation,
+    StoreLocation,
+    as_location,
+    open_group,
+    relative_keys,
+    remove,
+    storage_errors,
+    store_exists,
+)
 
 FORMAT_VERSION = 1
 DEFAULT_CACHE_DIR = Path("cache")
@@ -18,30 +37,39 @@ VIEW_PREFIX = "view_"  # view_<item array>: (views, N, ...) augmented views 1..v
 PROGRESS_KEYS = ("complete",)  # attributes that change while a store is written
 
 
-def visual_store_path(cache_dir: Path | str, encoder: str, dataset: str, split: str) -> Path:
-    """``<cache>/visual/<encoder>/<dataset>-<split>.zarr``."""
-    return Path(cache_dir) / "visual" / _safe(encoder) / f"{dataset}-{split}.zarr"
+def visual_store_path(cache_dir: Path | str | RemoteLocation, encoder: str, dataset: str,
+                      split: str) -> StoreLocation:
+    """``<cache>/visual/<encoder>/<dataset>-<split>.zarr`` (a ``Path`` for a local cache)."""
+    return as_location(cache_dir) / "visual" / _safe(encoder) / f"{dataset}-{split}.zarr"
 
 
-def text_store_path(cache_dir: Path | str, encoder: str, dataset: str) -> Path:
-    """``<cache>/text/<encoder>/<dataset>.zarr``."""
-    return Path(cache_dir) / "text" / _safe(encoder) / f"{dataset}.zarr"
+def text_store_path(cache_dir: Path | str | RemoteLocation, encoder: str,
+                    dataset: str) -> StoreLocation:
+    """``<cache>/text/<encoder>/<dataset>.zarr`` (a ``Path`` for a local cache)."""
+    return as_location(cache_dir) / "text" / _safe(encoder) / f"{dataset}.zarr"
 
 
 def _safe(slug: str) -> str:
     return slug.replace(":", "-").replace("/", "_")
 
 
-def scratch_path(path: Path) -> Path:
-    """Where a store is laid out before it is renamed into place (a stale one is cleared)."""
+def scratch_path(path: StoreLocation) -> Path:
+    """Where a store is laid out before it is published (a stale one is cleared): beside it on
+    a local disk, a temporary folder for an object store."""
+    if isinstance(path, RemoteLocation):
+        return Path(tempfile.mkdtemp(prefix="fusioner-store-")) / path.name
     scratch = path.with_name(path.name + ".creating")
     shutil.rmtree(scratch, ignore_errors=True)
     path.parent.mkdir(parents=True, exist_ok=True)
     return scratch
 
 
-def publish(scratch: Path, path: Path) -> None:
-    """Rename a laid-out ``scratch`` store to ``path``, replacing any store there."""
+def publish(scratch: Path, path: StoreLocation) -> None:
+    """Put a laid-out ``scratch`` store at ``path``, replacing any store there: a rename on a
+    local disk, an upload with the root ``zarr.json`` last to an object store."""
+    if isinstance(path, RemoteLocation):
+        _upload(scratch, path)
+        return
     if path.exists():
         shutil.rmtree(path)
     scratch.replace(path)
@@ -52,20 +80,48 @@ def view_count(attrs: Mapping[str, Any]) -> int:
     return int((attrs.get("views") or {}).get("count", 0))
 
 
+def _upload(scratch: Path, path: RemoteLocation) -> None:
+    """Clear ``path`` (root first), then PUT every object of ``scratch``, the root last."""
+    with storage_errors(path):
+        if not store_exists(path):
+            _refuse_foreign(path)
+        remove(path)
+        fs, base = path.filesystem()
+        files = sorted(f for f in scratch.rglob("*") if f.is_file())
+        root = scratch / ROOT_KEY
+        for file in [f for f in files if f != root] + [root]:
+            fs.pipe_file(f"{base}/{file.relative_to(scratch).as_posix()}", file.read_bytes())
+        fs.invalidate_cache()
+    shutil.rmtree(scratch.parent, ignore_errors=True)
+
+
+STORE_MEMBERS = (*ITEM_ARRAYS, *(VIEW_PREFIX + name for name in ITEM_ARRAYS), "image_ids",
+                 "shard_done", "class_names", "embeddings")
+
+
+def _refuse_foreign(path: RemoteLocation) -> None:
+    """Objects under a prefix with no store root are the remains of a creation or removal that
+    was killed (cleared: only our arrays' keys) - or someone else's data (refused)."""
+    foreign = [key for key in relative_keys(path) if key.split("/")[0] not in STORE_MEMBERS]
+    if foreign:
+        raise StoreError(f"{path}: holds objects that are not a fusioner store "
+                         f"({', '.join(foreign[:3])}); choose another --cache-dir or delete them")
+
+
 def identity(attrs: Mapping[str, Any]) -> dict[str, Any]:
     """The attributes that define what a store holds (everything but write progress)."""
     return {k: v for k, v in attrs.items() if k not in PROGRESS_KEYS}
 
 
 def open_complete_group(
-    path: Path | str, kind: str, expect: Mapping[str, Any] | None
+    path: StoreLocation | str, kind: str, expect: Mapping[str, Any] | None
 ) -> zarr.Group:
     """Open a finished store read-only, refusing one that is incomplete or not what is expected."""
-    path = Path(path)
-    if not path.exists():
+    path = as_location(path)
+    if not store_exists(path):
         raise StoreError(f"{path}: no such store (run fusioner-extract first)")
     try:
-        group = zarr.open_group(str(path), mode="r")
+        group = open_group(path, mode="r")
     except Exception as exc:  # noqa: BLE001 - any zarr failure is one message
         raise StoreError(f"{path}: not a readable Zarr store ({exc})") from exc
     attrs = dict(group.attrs)
@@ -82,7 +138,8 @@ def open_complete_group(
     return group
 
 
-def check_provenance(path: Path, attrs: Mapping[str, Any], expect: Mapping[str, Any]) -> None:
+def check_provenance(path: StoreLocation, attrs: Mapping[str, Any],
+                     expect: Mapping[str, Any]) -> None:
     """Raise ``StoreError`` naming every attribute that differs from ``expect``."""
     wrong = [
         f"{key}={attrs.get(key)!r} (expected {value!r})"
@@ -100,7 +157,8 @@ def _normalise(value: Any) -> Any:
     return value
 
 
-def check_shapes(path: Path | str, group: zarr.Group, expected: Mapping[str, tuple]) -> None:
+def check_shapes(path: StoreLocation | str, group: zarr.Group,
+                 expected: Mapping[str, tuple]) -> None:
     """Raise ``StoreError`` unless each array named in ``expected`` exists with that shape
     (a ``None`` entry matches any size: a dimension the attributes do not record)."""
     for name, shape in expected.items():

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -18,6 +17,7 @@ from pipeline.store.layout import (
     publish,
     scratch_path,
 )
+from pipeline.store.location import StoreLocation, as_location
 
 
 @dataclass(frozen=True)
@@ -29,10 +29,10 @@ class TextEmbeddings:
     attrs: dict[str, Any]
 
 
-def write_text_store(path: Path | str, class_names: list[str], embeddings: np.ndarray,
-                     attrs: Mapping[str, Any]) -> Path:
+def write_text_store(path: StoreLocation | str, class_names: list[str], embeddings: np.ndarray,
+                     attrs: Mapping[str, Any]) -> StoreLocation:
     """Write the whole text store (small) and mark it complete last."""
-    path = Path(path)
+    path = as_location(path)
     scratch = scratch_path(path)  # an interrupted write never leaves a half store at ``path``
     group = zarr.open_group(str(scratch), mode="w")
     group.attrs.put({**attrs, "format_version": FORMAT_VERSION, "kind": "text",
@@ -48,7 +48,8 @@ def write_text_store(path: Path | str, class_names: list[str], embeddings: np.nd
     return path
 
 
-def read_text_store(path: Path | str, expect: Mapping[str, Any] | None = None) -> TextEmbeddings:
+def read_text_store(path: StoreLocation | str,
+                    expect: Mapping[str, Any] | None = None) -> TextEmbeddings:
     """Read a complete text store; ``expect`` lists attributes it must have."""
     group = open_complete_group(path, "text", expect)
     count, dim = group.attrs.get("num_classes"), group.attrs.get("feature_dim")

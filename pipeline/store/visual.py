@@ -12,10 +12,8 @@ interrupted extraction resumes at the first missing shard and is never read as c
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -33,6 +31,15 @@ from pipeline.store.layout import (
     publish,
     scratch_path,
     view_count,
+)
+from pipeline.store.location import (
+    RemoteLocation,
+    StoreLocation,
+    as_location,
+    count_files,
+    open_group,
+    remove,
+    store_exists,
 )
 
 DEFAULT_SHARD_IMAGES = 32
@@ -79,7 +86,7 @@ class VisualStoreWriter:
 
     def __init__(
         self,
-        path: Path | str,
+        path: StoreLocation | str,
         attrs: Mapping[str, Any],
         num_images: int,
         grid_size: tuple[int, int],
@@ -89,7 +96,7 @@ class VisualStoreWriter:
         codec: StoreCodec = StoreCodec(),
         overwrite: bool = False,
     ) -> None:
-        self.path = Path(path)
+        self.path = as_location(path)
         self.shard_images = shard_images
         self.num_images = num_images
         self.views = view_count(attrs)
@@ -102,10 +109,10 @@ class VisualStoreWriter:
             "dtype": "float16",
             "codec": codec.label(),
         }
-        if self.path.exists() and overwrite:
-            shutil.rmtree(self.path)
-        if self.path.exists():
-            self.group = zarr.open_group(str(self.path), mode="r+")
+        if overwrite and (isinstance(self.path, RemoteLocation) or self.path.exists()):
+            remove(self.path)
+        if store_exists(self.path):
+            self.group = open_group(self.path, mode="r+")
             found = identity(dict(self.group.attrs))
             if found != identity(wanted):
                 diff = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
@@ -117,8 +124,9 @@ class VisualStoreWriter:
             self.group = self._create(wanted, grid_size, feature_dim, label_size, codec)
 
     def _create(self, attrs, grid_size, feature_dim, label_size, codec) -> zarr.Group:
-        """Lay the empty store out beside ``path``, then rename it into place: a run killed
-        while creating leaves no half-made store behind (only a scratch folder, replaced next run).
+        """Lay the empty store out beside ``path``, then publish it (rename, or upload with the
+        root last): a run killed while creating leaves no half-made store behind (only a scratch
+        folder, or objects without a root, cleared next run).
         """
         n, s = self.num_images, self.shard_images
         scratch = scratch_path(self.path)
@@ -145,7 +153,7 @@ class VisualStoreWriter:
                            chunks=(self.num_shards,), fill_value=False)
         group.attrs.put({**attrs, "complete": False})
         publish(scratch, self.path)
-        return zarr.open_group(str(self.path), mode="r+")
+        return open_group(self.path, mode="r+")
 
     @property
     def num_shards(self) -> int:
@@ -165,14 +173,14 @@ class VisualStoreWriter:
         return self.group.attrs.get("complete") is True
 
     @classmethod
-    def reopen(cls, path: Path | str) -> VisualStoreWriter:
+    def reopen(cls, path: StoreLocation | str) -> VisualStoreWriter:
         """An existing store opened for shard writes only (a distributed worker's view).
 
         No creation and no settings check: the client that created the store did both.
         """
         self = cls.__new__(cls)
-        self.path = Path(path)
-        self.group = zarr.open_group(str(self.path), mode="r+")
+        self.path = as_location(path)
+        self.group = open_group(self.path, mode="r+")
         self.num_images = int(self.group.attrs["num_images"])
         self.shard_images = int(self.group.attrs["shard_images"])
         self.views = view_count(self.group.attrs)
@@ -224,7 +232,8 @@ class VisualStoreWriter:
         self.group.attrs["complete"] = True
 
 
-def open_visual_store(path: Path | str, expect: Mapping[str, Any] | None = None) -> zarr.Group:
+def open_visual_store(path: StoreLocation | str,
+                      expect: Mapping[str, Any] | None = None) -> zarr.Group:
     """A complete visual store, read-only; ``expect`` lists attributes it must have."""
     group = open_complete_group(path, "visual", expect)
     attrs = group.attrs
@@ -233,20 +242,19 @@ def open_visual_store(path: Path | str, expect: Mapping[str, Any] | None = None)
     views = view_count(attrs)
     check_shapes(path, group, {**shapes, "image_ids": (n,), **{
         VIEW_PREFIX + name: (views, *shape) for name, shape in shapes.items() if views}})
-    check_token_files(Path(path), group["patch_tokens"])
+    check_token_files(as_location(path), group["patch_tokens"])
     if views:
-        check_token_files(Path(path), group[VIEW_PREFIX + "patch_tokens"])
+        check_token_files(as_location(path), group[VIEW_PREFIX + "patch_tokens"])
     return group
 
 
-def check_token_files(path: Path, tokens: zarr.Array) -> None:
+def check_token_files(path: StoreLocation, tokens: zarr.Array) -> None:
     """``StoreError`` if a patch-token file of a complete store is gone: zarr would read the
     missing images as fill values (zeros) without a word. Features of a real or random encoder
     are never all zero, so every file was written."""
     per_file = tokens.shards or tokens.chunks
     expected = int(np.prod([-(-n // c) for n, c in zip(tokens.shape, per_file, strict=True)]))
-    folder = path / tokens.basename / "c"
-    found = sum(1 for file in folder.rglob("*") if file.is_file()) if folder.is_dir() else 0
+    found = count_files(path / tokens.basename / "c")
     if found < expected:
         raise StoreError(f"{path}: {expected - found} of {expected} {tokens.basename} files are "
                          "missing; re-extract it with --overwrite")

@@ -9,6 +9,7 @@ from typing import Any
 from pipeline.errors import FusionerError
 from pipeline.model.fusion import FusionConfig
 from pipeline.store.layout import DEFAULT_CACHE_DIR
+from pipeline.store.location import StoreLocation
 
 # Options that do not change what is learned: left out of the checkpoint's ``train`` record and
 # free to differ when resuming.
@@ -25,7 +26,7 @@ class FitConfig:
     text: str
     dataset: str = "camvid"
     fold: int = 0
-    cache_dir: Path = DEFAULT_CACHE_DIR
+    cache_dir: StoreLocation = DEFAULT_CACHE_DIR  # a folder, or a URL with storage options
     out: Path = Path("models/fusion")
     train_split: str = "train"
     val_split: str | None = "val"  # seen-class mIoU per epoch on this store; None/"" = off

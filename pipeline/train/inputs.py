@@ -19,6 +19,7 @@ from pipeline.model.checkpoint import IDENTITY_KEYS, TEXT_KEYS, VISUAL_KEYS, pro
 from pipeline.store import (
     CachedFeatureDataset,
     read_text_store,
+    store_exists,
     text_store_path,
     visual_store_path,
 )
@@ -113,7 +114,7 @@ def _open_val(config: FitConfig, split: ZeroShotSplit,
     if not config.val_split:
         return None
     path = visual_store_path(config.cache_dir, config.visual, config.dataset, config.val_split)
-    if not path.exists():
+    if not store_exists(path):
         log.warning("%s: no validation store, validation metrics are skipped", path)
         return None
     same_encoder = {k: visual_attrs[k] for k in IDENTITY_KEYS if k in visual_attrs}
