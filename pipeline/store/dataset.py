@@ -31,6 +31,8 @@ class CachedFeatureDataset(Dataset):
     """Items: ``patch_tokens`` (h, w, C) f32, ``cls_token`` (C,), ``label`` (H, W), ``index``,
     ``view`` (0 = the plain image, 1..``views`` = the store's augmented views)."""
 
+    views: int = 0  # augmented views per image, from the store's ``views`` recipe
+
     def __init__(self, path: StoreLocation | str, expect: Mapping[str, Any] | None = None,
                  indices: Sequence[int] | None = None, cache_blocks: int = 0) -> None:
         self.path = as_location(path)
