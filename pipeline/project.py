@@ -13,7 +13,13 @@ from pathlib import Path
 import yaml
 
 from pipeline.errors import BadInputError
-from pipeline.names import DEFAULT_TEXT_ENCODER, DEFAULT_VISUAL_ENCODER, text_slug, visual_slug
+from pipeline.names import (
+    DEFAULT_TEXT_ENCODER,
+    DEFAULT_VISUAL_ENCODER,
+    chosen,
+    text_slug,
+    visual_slug,
+)
 
 PARAMS_FILE = "params.yaml"
 DEFAULT_DATASET = "camvid"
@@ -47,3 +53,22 @@ def run_defaults(directory: Path | str = ".") -> RunDefaults:
     return RunDefaults(visual_slug(str(pair.get("visual", DEFAULT_VISUAL_ENCODER))),
                        text_slug(str(pair.get("text", DEFAULT_TEXT_ENCODER))),
                        str(data.get("dataset", DEFAULT_DATASET)), str(path))
+
+
+def choose_run(visual: str | None, text: str | None, dataset: str | None,
+               directory: Path | str = ".") -> tuple[RunDefaults, str]:
+    """The pair (as slugs) and dataset a command runs on - those given, the rest from
+    ``run_defaults`` (``params.yaml`` is read only when something is left out) - and one line
+    saying what was chosen."""
+    given = {"visual": visual, "text": text, "dataset": dataset}
+    missing = [key for key, value in given.items() if not value]
+    origin = "command line"
+    if missing:
+        defaults = run_defaults(directory)
+        given = {key: value or getattr(defaults, key) for key, value in given.items()}
+        origin = defaults.origin
+    run = RunDefaults(visual_slug(str(given["visual"])), text_slug(str(given["text"])),
+                      str(given["dataset"]), origin)
+    line = (f"{chosen('visual', str(given['visual']), run.visual)}; "
+            f"{chosen('text', str(given['text']), run.text)}; dataset {run.dataset}")
+    return run, line + (f" ({', '.join(missing)} from {origin})" if missing else "")

@@ -19,6 +19,7 @@ from pipeline.thresholds import Threshold
 from stages._cli import (
     OneLineCommand,
     one_line_errors,
+    progress_option,
     resolve_device,
     setup_logging,
     threshold_option,
@@ -60,7 +61,7 @@ def _line(name: str, scores: dict) -> str:
 @click.option("--num-workers", type=int, default=0, help="DataLoader worker processes (spawn).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
 @click.option("--seed", type=int, default=0, help="Seed of the random-text baseline.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@progress_option
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @one_line_errors
 def main(checkpoints: tuple[Path, ...], cache_dir: Path, split: str, data_root: Path | None,

@@ -10,22 +10,31 @@ import click
 
 from pipeline.data import create_dataset, list_datasets
 from pipeline.encoders import create_text_encoder, create_visual_encoder
+from pipeline.encoders.base import FrozenEncoder
 from pipeline.errors import FusionerError
 from pipeline.extract import extract_text, extract_visual
+from pipeline.names import chosen
 from pipeline.store import DEFAULT_CACHE_DIR, text_store_path, visual_store_path
-from stages._cli import OneLineCommand, one_line_errors, parse_size, resolve_device, setup_logging
+from stages._cli import (
+    OneLineCommand,
+    one_line_errors,
+    parse_size,
+    progress_option,
+    resolve_device,
+    setup_logging,
+)
 
 log = logging.getLogger("fusioner.extract")
 
 
 @click.command(cls=OneLineCommand, context_settings={"show_default": True})
-@click.option("--backbone", "visual", default=None,
-              help="Visual encoder slug (dino_vits16, dino_vitb16, dinov2_vits14, mocov3_vitb16, "
-                   "clip_vitb16, ...) or timm:MODEL. "
+@click.option("--backbone", "--visual", "visual", default=None,
+              help="Visual encoder slug (dinov2_vits14, dino_vits16, clip_vitl14, ...; see "
+                   "fusioner-encoders), alias (dino = dinov2_vits14) or timm:MODEL. "
                    "Writes <cache>/visual/<slug>/<dataset>-<split>.zarr.")
-@click.option("--text-encoder", "text", default=None,
-              help="Text encoder slug (minilm_l6, bert_base, clip_vitb16_text) or hf:PATH. "
-                   "Writes <cache>/text/<slug>/<dataset>.zarr.")
+@click.option("--text-encoder", "--text", "text", default=None,
+              help="Text encoder slug (minilm_l6, bert_base, clip_vitl14_text, ...), alias "
+                   "(minilm, bert, clip) or hf:PATH. Writes <cache>/text/<slug>/<dataset>.zarr.")
 @click.option("--dataset", default="camvid", help=f"Dataset name, one of {list_datasets()}.")
 @click.option("--split", "splits", multiple=True, default=("train", "val"),
               help="Split(s) to extract visual features for; repeat the option for several.")
@@ -35,11 +44,10 @@ log = logging.getLogger("fusioner.extract")
 @click.option("--cache-dir", type=click.Path(path_type=Path), default=DEFAULT_CACHE_DIR,
               help="Root of the embedding store.")
 @click.option("--weights", type=click.Path(path_type=Path), default=None,
-              help="Visual encoder checkpoint file "
-                   "[default: $FUSIONER_WEIGHTS/<slug>.* or a package].")
+              help="Visual encoder checkpoint file [default: $FUSIONER_WEIGHTS/<slug>.*, a "
+                   "package, then the Hugging Face hub].")
 @click.option("--text-weights", type=click.Path(path_type=Path), default=None,
-              help="Text encoder weights (file or model folder) "
-                   "[default: packaged or $FUSIONER_WEIGHTS].")
+              help="Text encoder weights (file or model folder) [default: as --weights].")
 @click.option("--random-init", is_flag=True,
               help="Use random weights for every encoder asked for "
                    "(tests only; recorded as random-init in the store).")
@@ -68,18 +76,20 @@ log = logging.getLogger("fusioner.extract")
               help="With --scheduler/--workers: times dask re-runs a failed task.")
 @click.option("--report", type=click.Path(path_type=Path), default=None,
               help="Write a JSON report (images encoded, throughput, skipped samples) here.")
+@progress_option
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @one_line_errors
 def main(visual: str | None, text: str | None, dataset: str, splits: tuple[str, ...],
          data_root: Path | None, cache_dir: Path, weights: Path | None, text_weights: Path | None,
          random_init: bool, image_size: tuple[int, int] | None, batch_size: int, shard_images: int,
          num_workers: int, device: str, overwrite: bool, skip_bad: bool, scheduler: str | None,
-         workers: int | None, retries: int, report: Path | None, verbose: bool) -> None:
+         workers: int | None, retries: int, report: Path | None, no_progress: bool,
+         verbose: bool) -> None:
     """Extract visual patch features and/or class-name text embeddings into the Zarr store.
 
     Re-running is a no-op for complete stores; an interrupted run resumes at the first missing
     shard. Example:
-    fusioner-extract --backbone dino_vits16 --text-encoder minilm_l6 --dataset camvid
+    fusioner-extract --backbone dino --text-encoder minilm --dataset camvid
     """
     setup_logging(verbose)
     if not visual and not text:
@@ -87,23 +97,27 @@ def main(visual: str | None, text: str | None, dataset: str, splits: tuple[str, 
     reports = []
     if text:
         encoder = create_text_encoder(text, text_weights, random_init)
+        _say_chosen("text", text, encoder)
         names = create_dataset(dataset, splits[0], data_root).class_names
-        reports.append(extract_text(names, encoder, text_store_path(cache_dir, text, dataset),
+        reports.append(extract_text(names, encoder,
+                                    text_store_path(cache_dir, encoder.slug, dataset),
                                     dataset, overwrite=overwrite))
     if visual and (scheduler or workers):
         reports.extend(_extract_distributed(
             visual, dataset, splits, data_root, cache_dir, weights, random_init, image_size,
-            batch_size, shard_images, device, overwrite, skip_bad, scheduler, workers, retries))
+            batch_size, shard_images, device, overwrite, skip_bad, scheduler, workers, retries,
+            not no_progress))
     elif visual:
         run_on = resolve_device(device)
         encoder = create_visual_encoder(visual, weights, random_init, image_size)
+        _say_chosen("visual", visual, encoder)
         log.info("visual encoder %s on %s", encoder.slug, run_on)
         for split in splits:
             reports.append(extract_visual(
                 create_dataset(dataset, split, data_root), encoder,
-                visual_store_path(cache_dir, visual, dataset, split), batch_size=batch_size,
+                visual_store_path(cache_dir, encoder.slug, dataset, split), batch_size=batch_size,
                 device=run_on, shard_images=shard_images, num_workers=num_workers,
-                overwrite=overwrite, skip_bad=skip_bad,
+                overwrite=overwrite, skip_bad=skip_bad, progress=not no_progress,
             ))
     if report:
         report.parent.mkdir(parents=True, exist_ok=True)
@@ -114,7 +128,8 @@ def _extract_distributed(visual: str, dataset: str, splits: tuple[str, ...],
                          data_root: Path | None, cache_dir: Path, weights: Path | None,
                          random_init: bool, image_size: tuple[int, int] | None, batch_size: int,
                          shard_images: int, device: str, overwrite: bool, skip_bad: bool,
-                         scheduler: str | None, workers: int | None, retries: int) -> list[dict]:
+                         scheduler: str | None, workers: int | None, retries: int,
+                         progress: bool) -> list[dict]:
     """Every split on one dask cluster (the client builds the encoder for provenance only)."""
     from pipeline.scaleout.extract import (
         dask_client,
@@ -123,17 +138,25 @@ def _extract_distributed(visual: str, dataset: str, splits: tuple[str, ...],
     )
 
     encoder = create_visual_encoder(visual, weights, random_init, image_size)
+    _say_chosen("visual", visual, encoder)
     threads = None if scheduler else local_torch_threads(workers or 1)
     reports = []
     with dask_client(scheduler, workers) as client:
         for split in splits:
             reports.append(extract_visual_distributed(
                 client, create_dataset(dataset, split, data_root), encoder,
-                visual_store_path(cache_dir, visual, dataset, split), batch_size=batch_size,
-                device=device, shard_images=shard_images, overwrite=overwrite,
-                skip_bad=skip_bad, retries=retries, torch_threads=threads,
+                visual_store_path(cache_dir, encoder.slug, dataset, split),
+                batch_size=batch_size, device=device, shard_images=shard_images,
+                overwrite=overwrite, skip_bad=skip_bad, retries=retries, torch_threads=threads,
+                progress=progress,
             ))
     return reports
+
+
+def _say_chosen(kind: str, name: str, encoder: FrozenEncoder) -> None:
+    """Print which encoder a name chose and where its weights came from."""
+    origin = "random-init" if encoder.source is None else encoder.source.describe()
+    click.echo(f"{chosen(kind, name, encoder.slug)} (weights: {origin})")
 
 
 if __name__ == "__main__":

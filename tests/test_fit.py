@@ -36,7 +36,7 @@ def _config(stores, out: Path, **overrides: object) -> FitConfig:
 
 def test_cli_writes_checkpoint_and_metrics(tiny_stores, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    aliases = ["--visual", "dino", "--text", "minilm"]  # short names find the same stores
+    aliases = ["--visual", "dinov1", "--text", "minilm"]  # short names find the same stores
     result = CliRunner().invoke(main, [*_args(tiny_stores, out), *aliases])
     assert result.exit_code == 0, result.output
     for name in ("checkpoint.pt", "last.pt", "train_log.json", "train_metrics.json"):

@@ -15,6 +15,9 @@ FORMAT_VERSION = 1
 DEFAULT_CACHE_DIR = Path("cache")
 ITEM_ARRAYS = ("patch_tokens", "cls_token", "labels")  # per-image arrays of one training item
 PROGRESS_KEYS = ("complete",)  # attributes that change while a store is written
+# where the weights came from (local file or hub snapshot): recorded, but the same weights
+# (same ``weights_sha256``) from another source make the same store
+SOURCE_KEYS = ("weights_source", "hub_id", "hub_revision")
 
 
 def visual_store_path(cache_dir: Path | str, encoder: str, dataset: str, split: str) -> Path:
@@ -47,8 +50,9 @@ def publish(scratch: Path, path: Path) -> None:
 
 
 def identity(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    """The attributes that define what a store holds (everything but write progress)."""
-    return {k: v for k, v in attrs.items() if k not in PROGRESS_KEYS}
+    """The attributes that define what a store holds (all but write progress and the source of
+    the weights, whose sha256 is part of the identity)."""
+    return {k: v for k, v in attrs.items() if k not in PROGRESS_KEYS + SOURCE_KEYS}
 
 
 def open_complete_group(
