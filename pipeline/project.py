@@ -37,7 +37,8 @@ class RunDefaults:
 
 def run_defaults(directory: Path | str = ".") -> RunDefaults:
     """``params.yaml``'s ``pair.visual``, ``pair.text`` and ``data.dataset`` in ``directory``
-    (each falling back to the catalogue default when absent), or the catalogue defaults."""
+    (each falling back to the catalogue default when absent), or the catalogue defaults; the
+    encoder names as written (aliases are resolved by ``choose_run``)."""
     path = Path(directory) / PARAMS_FILE
     if not path.is_file():
         return RunDefaults(DEFAULT_VISUAL_ENCODER, DEFAULT_TEXT_ENCODER, DEFAULT_DATASET,
@@ -50,8 +51,8 @@ def run_defaults(directory: Path | str = ".") -> RunDefaults:
         raise BadInputError(f"{path}: expected a mapping at the top level")
     pair = params.get("pair") if isinstance(params.get("pair"), dict) else {}
     data = params.get("data") if isinstance(params.get("data"), dict) else {}
-    return RunDefaults(visual_slug(str(pair.get("visual", DEFAULT_VISUAL_ENCODER))),
-                       text_slug(str(pair.get("text", DEFAULT_TEXT_ENCODER))),
+    return RunDefaults(str(pair.get("visual", DEFAULT_VISUAL_ENCODER)),
+                       str(pair.get("text", DEFAULT_TEXT_ENCODER)),
                        str(data.get("dataset", DEFAULT_DATASET)), str(path))
 
 
