@@ -26,12 +26,22 @@ TINY_TIMM = "test_vit.r160_in1k"  # timm's own test ViT (64-d, 6 blocks); hub re
 TINY_CLIP_MODEL = "fusioner-tiny-clip"  # registered with open_clip.add_model_config
 TINY_CLIP_REPO = "fusioner-test/tiny-clip"
 TINY_BERT_REPO = "fusioner-test/tiny-bert"
+TINY_SIGLIP_MODEL = "fusioner-tiny-siglip"  # SigLIP-style: custom text tower, hub tokenizer
+TINY_SIGLIP_REPO = "fusioner-test/tiny-siglip"
 TINY_CLIP_CONFIG = {
     "embed_dim": 16,
     "vision_cfg": {"image_size": 32, "layers": 1, "width": 32, "head_width": 16, "patch_size": 8},
     "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 16, "heads": 2, "layers": 1},
 }
-REVISIONS = {f"timm/{TINY_TIMM}": "a1" * 20, TINY_CLIP_REPO: "c2" * 20, TINY_BERT_REPO: "b3" * 20}
+TINY_SIGLIP_CONFIG = {
+    "embed_dim": 16, "init_logit_bias": -10, "custom_text": True,
+    "vision_cfg": TINY_CLIP_CONFIG["vision_cfg"],
+    "text_cfg": {"context_length": 16, "vocab_size": 30522, "hf_tokenizer_name": TINY_SIGLIP_REPO,
+                 "tokenizer_kwargs": {"clean": "canonicalize"}, "width": 16, "heads": 2,
+                 "layers": 1, "no_causal_mask": True, "proj_bias": True, "pool_type": "last"},
+}
+REVISIONS = {f"timm/{TINY_TIMM}": "a1" * 20, TINY_CLIP_REPO: "c2" * 20, TINY_BERT_REPO: "b3" * 20,
+             TINY_SIGLIP_REPO: "d4" * 20}
 
 
 @dataclass(frozen=True)
@@ -42,9 +52,15 @@ class HubCache:
     snapshots: dict[str, Path]
 
 
-def add_snapshot(cache: Path, repo_id: str, folder: Path, revision: str) -> Path:
-    """Put every file of ``folder`` into ``cache`` as snapshot ``revision`` of ``repo_id``."""
+def add_snapshot(cache: Path, repo_id: str, folder: Path, revision: str,
+                 absent: tuple[str, ...] = ()) -> Path:
+    """Put every file of ``folder`` into ``cache`` as snapshot ``revision`` of ``repo_id``;
+    ``absent``: files the hub answered 404 for (``.no_exist/<revision>/<file>`` markers)."""
     repo = cache / f"models--{repo_id.replace('/', '--')}"
+    for name in absent:
+        marker = repo / ".no_exist" / revision / name
+        marker.parent.mkdir(parents=True, exist_ok=True)
+        marker.touch()
     snapshot = repo / "snapshots" / revision
     for file in sorted(p for p in folder.rglob("*") if p.is_file()):
         data = file.read_bytes()
@@ -66,22 +82,26 @@ class _BundledTokenizer:
         return None
 
 
-def _register_tiny_clip(folder: Path) -> None:
+def _register_open_clip_configs(folder: Path) -> None:
+    """The tiny CLIP and SigLIP architectures as open_clip built-in model names."""
     import open_clip
 
-    if open_clip.get_model_config(TINY_CLIP_MODEL) is None:
-        path = folder / f"{TINY_CLIP_MODEL}.json"
-        path.write_text(json.dumps(TINY_CLIP_CONFIG))
-        open_clip.add_model_config(path)
+    for name, config in ((TINY_CLIP_MODEL, TINY_CLIP_CONFIG),
+                         (TINY_SIGLIP_MODEL, TINY_SIGLIP_CONFIG)):
+        if open_clip.get_model_config(name) is None:
+            path = folder / f"{name}.json"
+            path.write_text(json.dumps(config))
+            open_clip.add_model_config(path)
 
 
 def build_hub_cache(cache: Path, scratch: Path) -> HubCache:
-    """Save a tiny timm ViT, a tiny open_clip CLIP and a tiny BERT (random weights, seeded) with
-    the libraries' own save functions, and lay them out in ``cache``."""
+    """Save a tiny timm ViT, tiny open_clip CLIP and SigLIP models and a tiny BERT (random
+    weights, seeded) with the libraries' own save functions, and lay them out in ``cache``."""
     import open_clip
     import timm
     import torch
     from open_clip.push_to_hf_hub import save_for_hf as save_open_clip
+    from open_clip.tokenizer import HFTokenizer
     from timm.models import save_for_hf as save_timm
     from transformers import AutoTokenizer, BertConfig, BertModel
 
@@ -92,17 +112,23 @@ def build_hub_cache(cache: Path, scratch: Path) -> HubCache:
     saved[f"timm/{TINY_TIMM}"] = scratch / "timm"
     save_timm(timm.create_model(TINY_TIMM, pretrained=False), str(saved[f"timm/{TINY_TIMM}"]),
               safe_serialization=True)
-    _register_tiny_clip(scratch)
+    _register_open_clip_configs(scratch)
     saved[TINY_CLIP_REPO] = scratch / "clip"
     save_open_clip(open_clip.create_model(TINY_CLIP_MODEL), _BundledTokenizer(),
                    TINY_CLIP_CONFIG, str(saved[TINY_CLIP_REPO]), safe_serialization=True)
+    saved[TINY_SIGLIP_REPO] = scratch / "siglip"  # its tokenizer: MiniLM's WordPiece, saved
+    save_open_clip(open_clip.create_model(TINY_SIGLIP_MODEL), HFTokenizer(str(_packaged_minilm())),
+                   TINY_SIGLIP_CONFIG, str(saved[TINY_SIGLIP_REPO]), safe_serialization=True)
     saved[TINY_BERT_REPO] = scratch / "bert"
     tokenizer = AutoTokenizer.from_pretrained(str(_packaged_minilm()), local_files_only=True)
     config = BertConfig(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2,
                         num_attention_heads=2, intermediate_size=64)
     BertModel(config).save_pretrained(str(saved[TINY_BERT_REPO]))
     tokenizer.save_pretrained(str(saved[TINY_BERT_REPO]))
-    snapshots = {repo: add_snapshot(cache, repo, folder, REVISIONS[repo])
+    # a SigLIP repo has no config.json: transformers' AutoTokenizer asks for it, and the hub's
+    # 404 is cached as a marker by huggingface_hub on the first (online) use
+    snapshots = {repo: add_snapshot(cache, repo, folder, REVISIONS[repo],
+                                    ("config.json",) if repo == TINY_SIGLIP_REPO else ())
                  for repo, folder in saved.items()}
     return HubCache(cache, snapshots)
 
@@ -115,6 +141,9 @@ def tiny_specs() -> dict[str, EncoderSpec]:
                                     "tiny CLIP image tower"),
         "tiny_clip_text": open_clip_spec("tiny_clip_text", TINY_CLIP_MODEL, TINY_CLIP_REPO, "",
                                          "tiny CLIP text tower", text=True),
+        "tiny_siglip_text": open_clip_spec("tiny_siglip_text", TINY_SIGLIP_MODEL,
+                                           TINY_SIGLIP_REPO, "", "tiny SigLIP text tower",
+                                           text=True, hf_tokenizer=True),
         "tiny_bert": EncoderSpec("tiny_bert", f"hf:{TINY_BERT_REPO}", build_hf, ("tiny_bert",),
                                  hub=HubRef(TINY_BERT_REPO, HF_FILES)),
     }
@@ -131,6 +160,6 @@ def tiny_catalogue_fixture(hub_cache: HubCache,
                            monkeypatch: pytest.MonkeyPatch) -> Iterator[HubCache]:
     """The test-only entries registered for one test (and removed after it)."""
     for slug, spec in tiny_specs().items():
-        registry = TEXT_ENCODERS if slug in ("tiny_clip_text", "tiny_bert") else VISUAL_ENCODERS
+        registry = VISUAL_ENCODERS if slug in ("tiny_timm", "tiny_clip") else TEXT_ENCODERS
         monkeypatch.setitem(registry._specs, slug, spec)
     yield hub_cache

@@ -19,6 +19,7 @@ from tests.hub_cache import (
     REVISIONS,
     TINY_BERT_REPO,
     TINY_CLIP_REPO,
+    TINY_SIGLIP_REPO,
     TINY_TIMM,
     hub_cache_fixture,  # noqa: F401  (the hub_cache fixture)
     tiny_catalogue_fixture,  # noqa: F401  (the tiny_catalogue fixture)
@@ -63,6 +64,7 @@ def test_visual_weights_from_hub_cache(tiny_catalogue, slug: str, repo: str,
 @pytest.mark.parametrize(("slug", "repo", "weights_file", "width"), [
     ("tiny_bert", TINY_BERT_REPO, "model.safetensors", 32),
     ("tiny_clip_text", TINY_CLIP_REPO, "open_clip_model.safetensors", 16),
+    ("tiny_siglip_text", TINY_SIGLIP_REPO, "open_clip_model.safetensors", 16),  # hub tokenizer
 ])
 def test_text_weights_from_hub_cache(tiny_catalogue, slug: str, repo: str, weights_file: str,
                                      width: int) -> None:
