@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
@@ -84,7 +85,8 @@ def main(visual: str | None, text: str | None, dataset: str | None, no_progress:
     """
     setup_logging(verbose)
     run, message = choose_run(visual, text, dataset)
-    click.echo(message)
+    if os.environ.get("RANK", "0") == "0":  # once under torchrun
+        click.echo(message)
     config = FitConfig(visual=run.visual, text=run.text, dataset=run.dataset,
                        progress=not no_progress, **options)  # type: ignore[arg-type]
     fit(config)

