@@ -7,9 +7,9 @@ from pathlib import Path
 
 import click
 
-from pipeline.project import choose_run
 from pipeline.store import DEFAULT_CACHE_DIR
 from pipeline.train import FitConfig, fit
+from pipeline.train.defaults import choose_run
 from stages._cli import OneLineCommand, one_line_errors, progress_option, setup_logging
 
 DEFAULTS = FitConfig(visual="", text="")
