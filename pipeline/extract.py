@@ -194,8 +194,10 @@ def extract_visual(
     overwrite: bool = False,
     skip_bad: bool = False,
     views: ViewRecipe | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
-    """Fill (or finish) the visual store of ``dataset``; returns a small report.
+    """Fill (or finish) the visual store of ``dataset``; returns a small report (``progress``:
+    show a progress bar).
 
     Shards already written by an interrupted run are kept; a complete identical store is a no-op.
     ``views``: also store that many seeded augmented views per image (``pipeline.data.views``);
@@ -213,14 +215,15 @@ def extract_visual(
              len(pending), dataset.name, dataset.split, encoder.slug, store_path)
     encoder = encoder.to(device).eval()
     started, forward_seconds = time.perf_counter(), 0.0
-    with tqdm(total=count, unit="img", desc=f"extract {encoder.slug}") as bar:
+    with tqdm(total=count, unit="img", desc=f"extract {encoder.slug}",
+              disable=not progress) as bar:
 
-        def progress(n: int) -> None:
+        def advance(n: int) -> None:
             bar.update(n)
             bar.set_postfix(img_s=f"{bar.n / max(time.perf_counter() - started, 1e-9):.1f}")
 
         for encoded in encode_shards(dataset, encoder, pending, batch_size, device, num_workers,
-                                     skip_bad, progress, views):
+                                     skip_bad, advance, views):
             forward_seconds += encoded.forward_seconds
             writer.write_shard(*encoded.write_args())
             if encoded.skipped:

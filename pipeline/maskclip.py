@@ -7,7 +7,7 @@ image-text space (we keep no residual and no MLP of the last block, the ClearCLI
 Pixels are scored by cosine with CLIP's prompt-averaged class embeddings, scaled by CLIP's
 trained logit scale (100) and soft-maxed over the classes asked for.
 
-It needs the OpenAI CLIP ViT-B/16 weights; nothing is downloaded.
+It needs the OpenAI CLIP ViT-B/16 weights (local, or from the Hugging Face hub).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ from torch import nn
 
 from pipeline.encoders import create_text_encoder, create_visual_encoder
 from pipeline.encoders.visual import OpenClipVisualEncoder
-from pipeline.encoders.weights import WEIGHTS_ENV, weights_dir
 from pipeline.errors import FusionerError, MissingWeightsError
 from pipeline.segmentation.core import DenseSegmenter
 
@@ -28,9 +27,9 @@ CLIP_VISUAL = "clip_vitb16"
 CLIP_TEXT = "clip_vitb16_text"
 LOGIT_SCALE = 100.0  # exp(logit_scale) of the trained OpenAI CLIP models
 NEEDS_WEIGHTS = (
-    "--method maskclip needs the OpenAI CLIP ViT-B/16 checkpoint (open_clip 'ViT-B-16', e.g. "
-    "open_clip_pytorch_model.bin of laion/CLIP-ViT-B-16 or openai ViT-B-16.pt): put it at "
-    "$FUSIONER_WEIGHTS/clip_vitb16.{safetensors,pth,pt,bin} or pass --weights PATH"
+    "--method maskclip needs the OpenAI CLIP ViT-B/16 checkpoint (open_clip 'ViT-B-16', "
+    "pretrained 'openai'): from the hub cache, or at "
+    "$FUSIONER_WEIGHTS/clip_vitb16.{safetensors,pth,pt,bin}, or pass --weights PATH"
 )
 
 
@@ -70,11 +69,7 @@ class MaskClipSegmenter(DenseSegmenter):
             visual = create_visual_encoder(CLIP_VISUAL, weights, random_init, image_size)
             text = create_text_encoder(CLIP_TEXT, text_weights or weights, random_init)
         except MissingWeightsError as exc:
-            directory = weights_dir()
-            where = (f"({exc})" if weights or text_weights else
-                     f"(${WEIGHTS_ENV} is not set)" if directory is None else
-                     f"(none in ${WEIGHTS_ENV}={directory})")
-            raise MissingWeightsError(f"{NEEDS_WEIGHTS} {where}") from exc
+            raise MissingWeightsError(f"{NEEDS_WEIGHTS} ({exc})") from exc
         assert isinstance(visual, OpenClipVisualEncoder)
         self.device = torch.device(device)
         self.encoder = visual.to(self.device).eval()

@@ -145,6 +145,11 @@ def cache_dir_options(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def progress_option(fn: F) -> F:
+    """``--no-progress``: the same flag on every command that shows a progress bar."""
+    return click.option("--no-progress", is_flag=True, help="No progress bar.")(fn)
+
+
 def segmenter_options(fn: F) -> F:
     """The options that choose and load a segmenter (``fusioner-segment``, ``fusioner-serve``)."""
     options = (
@@ -155,8 +160,8 @@ def segmenter_options(fn: F) -> F:
                      help="fusion: the trained fusion module; maskclip: training-free CLIP "
                           "baseline (needs CLIP ViT-B/16 weights)."),
         click.option("--weights", type=click.Path(path_type=Path), default=None,
-                     help="Visual encoder weights [default: $FUSIONER_WEIGHTS/<slug>.* or a "
-                          "package]."),
+                     help="Visual encoder weights [default: $FUSIONER_WEIGHTS/<slug>.*, a "
+                          "package, then the Hugging Face hub]."),
         click.option("--text-weights", type=click.Path(path_type=Path), default=None,
                      help="Text encoder weights [default: packaged, $FUSIONER_WEIGHTS, or "
                           "--weights for maskclip's CLIP text tower]."),

@@ -20,6 +20,7 @@ from stages._cli import (
     OneLineCommand,
     cache_dir_options,
     one_line_errors,
+    progress_option,
     resolve_device,
     setup_logging,
     threshold_option,
@@ -63,7 +64,7 @@ def _line(name: str, scores: dict) -> str:
 @click.option("--num-workers", type=int, default=0, help="DataLoader worker processes (spawn).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
 @click.option("--seed", type=int, default=0, help="Seed of the random-text baseline.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@progress_option
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @one_line_errors
 def main(checkpoints: tuple[Path, ...], cache_dir: StoreLocation, split: str,

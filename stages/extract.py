@@ -11,14 +11,17 @@ import click
 from pipeline.data import SegmentationDataset, create_dataset, list_datasets
 from pipeline.data.views import ViewRecipe
 from pipeline.encoders import create_text_encoder, create_visual_encoder
+from pipeline.encoders.base import FrozenEncoder
 from pipeline.errors import FusionerError
 from pipeline.extract import extract_text, extract_visual
+from pipeline.names import chosen
 from pipeline.store import StoreLocation, text_store_path, visual_store_path
 from stages._cli import (
     OneLineCommand,
     cache_dir_options,
     one_line_errors,
     parse_size,
+    progress_option,
     resolve_device,
     setup_logging,
 )
@@ -27,13 +30,13 @@ log = logging.getLogger("fusioner.extract")
 
 
 @click.command(cls=OneLineCommand, context_settings={"show_default": True})
-@click.option("--backbone", "visual", default=None,
-              help="Visual encoder slug (dino_vits16, dino_vitb16, dinov2_vits14, mocov3_vitb16, "
-                   "clip_vitb16, ...) or timm:MODEL. "
+@click.option("--backbone", "--visual", "visual", default=None,
+              help="Visual encoder slug (dinov2_vits14, dino_vits16, clip_vitl14, ...; see "
+                   "fusioner-encoders), alias (dino = dinov2_vits14) or timm:MODEL. "
                    "Writes <cache>/visual/<slug>/<dataset>-<split>.zarr.")
-@click.option("--text-encoder", "text", default=None,
-              help="Text encoder slug (minilm_l6, bert_base, clip_vitb16_text) or hf:PATH. "
-                   "Writes <cache>/text/<slug>/<dataset>.zarr.")
+@click.option("--text-encoder", "--text", "text", default=None,
+              help="Text encoder slug (minilm_l6, bert_base, clip_vitl14_text, ...), alias "
+                   "(minilm, bert, clip) or hf:PATH. Writes <cache>/text/<slug>/<dataset>.zarr.")
 @click.option("--dataset", default="camvid", help=f"Dataset name, one of {list_datasets()}.")
 @click.option("--split", "splits", multiple=True, default=("train", "val"),
               help="Split(s) to extract visual features for; repeat the option for several.")
@@ -42,11 +45,10 @@ log = logging.getLogger("fusioner.extract")
                    "[default: $FUSIONER_DATA/<dataset> or ../shared/data/<dataset>].")
 @cache_dir_options
 @click.option("--weights", type=click.Path(path_type=Path), default=None,
-              help="Visual encoder checkpoint file "
-                   "[default: $FUSIONER_WEIGHTS/<slug>.* or a package].")
+              help="Visual encoder checkpoint file [default: $FUSIONER_WEIGHTS/<slug>.*, a "
+                   "package, then the Hugging Face hub].")
 @click.option("--text-weights", type=click.Path(path_type=Path), default=None,
-              help="Text encoder weights (file or model folder) "
-                   "[default: packaged or $FUSIONER_WEIGHTS].")
+              help="Text encoder weights (file or model folder) [default: as --weights].")
 @click.option("--random-init", is_flag=True,
               help="Use random weights for every encoder asked for "
                    "(tests only; recorded as random-init in the store).")
@@ -88,6 +90,7 @@ log = logging.getLogger("fusioner.extract")
                    "[1-j, 1+j] (0 = none).")
 @click.option("--report", type=click.Path(path_type=Path), default=None,
               help="Write a JSON report (images encoded, throughput, skipped samples) here.")
+@progress_option
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @one_line_errors
 def main(visual: str | None, text: str | None, dataset: str, splits: tuple[str, ...],
@@ -97,12 +100,13 @@ def main(visual: str | None, text: str | None, dataset: str, splits: tuple[str, 
          num_workers: int, device: str, overwrite: bool, skip_bad: bool, scheduler: str | None,
          workers: int | None, retries: int, views: int, views_splits: tuple[str, ...],
          views_seed: int, views_min_scale: float, views_jitter: float, report: Path | None,
+         no_progress: bool,
          verbose: bool) -> None:
     """Extract visual patch features and/or class-name text embeddings into the Zarr store.
 
     Re-running is a no-op for complete stores; an interrupted run resumes at the first missing
     shard; a store made with another --views recipe is refused. Example:
-    fusioner-extract --backbone dino_vits16 --text-encoder minilm_l6 --dataset camvid
+    fusioner-extract --backbone dino --text-encoder minilm --dataset camvid
     """
     setup_logging(verbose)
     if not visual and not text:
@@ -118,24 +122,28 @@ def main(visual: str | None, text: str | None, dataset: str, splits: tuple[str, 
     datasets = {split: create_dataset(dataset, split, data_root) for split in splits}
     if text:
         encoder = create_text_encoder(text, text_weights, random_init)
+        _say_chosen("text", text, encoder)
         names = datasets[splits[0]].class_names
-        reports.append(extract_text(names, encoder, text_store_path(cache_dir, text, dataset),
+        reports.append(extract_text(names, encoder,
+                                    text_store_path(cache_dir, encoder.slug, dataset),
                                     dataset, overwrite=overwrite))
     if visual and (scheduler or workers):
         reports.extend(_extract_distributed(
             visual, dataset, datasets, cache_dir, weights, random_init, image_size,
             batch_size, shard_images, device, overwrite, skip_bad, scheduler, workers, retries,
-            split_views))
+            split_views, not no_progress))
     elif visual:
         run_on = resolve_device(device)
         encoder = create_visual_encoder(visual, weights, random_init, image_size)
+        _say_chosen("visual", visual, encoder)
         log.info("visual encoder %s on %s", encoder.slug, run_on)
         for split, opened in datasets.items():
             reports.append(extract_visual(
                 opened, encoder,
-                visual_store_path(cache_dir, visual, dataset, split), batch_size=batch_size,
+                visual_store_path(cache_dir, encoder.slug, dataset, split), batch_size=batch_size,
                 device=run_on, shard_images=shard_images, num_workers=num_workers,
                 overwrite=overwrite, skip_bad=skip_bad, views=split_views[split],
+                progress=not no_progress,
             ))
     if report:
         report.parent.mkdir(parents=True, exist_ok=True)
@@ -147,7 +155,7 @@ def _extract_distributed(visual: str, dataset: str, datasets: dict[str, Segmenta
                          random_init: bool, image_size: tuple[int, int] | None, batch_size: int,
                          shard_images: int, device: str, overwrite: bool, skip_bad: bool,
                          scheduler: str | None, workers: int | None, retries: int,
-                         split_views: dict[str, ViewRecipe | None]) -> list[dict]:
+                         split_views: dict[str, ViewRecipe | None], progress: bool) -> list[dict]:
     """Every split on one dask cluster (the client builds the encoder for provenance only)."""
     from pipeline.scaleout.extract import (
         dask_client,
@@ -156,18 +164,25 @@ def _extract_distributed(visual: str, dataset: str, datasets: dict[str, Segmenta
     )
 
     encoder = create_visual_encoder(visual, weights, random_init, image_size)
+    _say_chosen("visual", visual, encoder)
     threads = None if scheduler else local_torch_threads(workers or 1)
     reports = []
     with dask_client(scheduler, workers) as client:
         for split, opened in datasets.items():
             reports.append(extract_visual_distributed(
-                client, opened, encoder, visual_store_path(cache_dir, visual, dataset, split),
-                batch_size=batch_size,
-                device=device, shard_images=shard_images, overwrite=overwrite,
-                skip_bad=skip_bad, retries=retries, torch_threads=threads,
-                views=split_views[split],
+                client, opened, encoder,
+                visual_store_path(cache_dir, encoder.slug, dataset, split),
+                batch_size=batch_size, device=device, shard_images=shard_images,
+                overwrite=overwrite, skip_bad=skip_bad, retries=retries, torch_threads=threads,
+                views=split_views[split], progress=progress,
             ))
     return reports
+
+
+def _say_chosen(kind: str, name: str, encoder: FrozenEncoder) -> None:
+    """Print which encoder a name chose and where its weights came from."""
+    origin = "random-init" if encoder.source is None else encoder.source.describe()
+    click.echo(f"{chosen(kind, name, encoder.slug)} (weights: {origin})")
 
 
 if __name__ == "__main__":

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import click
 
-from pipeline.names import text_slug, visual_slug
 from pipeline.train import FitConfig, fit
-from stages._cli import OneLineCommand, cache_dir_options, one_line_errors, setup_logging
+from pipeline.train.defaults import choose_run
+from stages._cli import (
+    OneLineCommand,
+    cache_dir_options,
+    one_line_errors,
+    progress_option,
+    setup_logging,
+)
 
 DEFAULTS = FitConfig(visual="", text="")
 
@@ -21,11 +28,14 @@ def _channels(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple
 
 
 @click.command(cls=OneLineCommand, context_settings={"show_default": True})
-@click.option("--visual", required=True, callback=lambda _c, _p, v: visual_slug(v),
-              help="Visual encoder slug (or alias, e.g. dino) of the cached features.")
-@click.option("--text", required=True, callback=lambda _c, _p, v: text_slug(v),
-              help="Text encoder slug (or alias, e.g. minilm) of the cached class embeddings.")
-@click.option("--dataset", default=DEFAULTS.dataset, help="Dataset of the stores.")
+@click.option("--visual", "--backbone", "visual", default=None,
+              help="Visual encoder slug (or alias, e.g. dino) of the cached features "
+                   "[default: params.yaml's pair.visual in the project, else dinov2_vits14].")
+@click.option("--text", "--text-encoder", "text", default=None,
+              help="Text encoder slug (or alias, e.g. minilm) of the cached class embeddings "
+                   "[default: params.yaml's pair.text in the project, else minilm_l6].")
+@click.option("--dataset", default=None,
+              help="Dataset of the stores [default: params.yaml's data.dataset, else camvid].")
 @click.option("--fold", type=int, default=DEFAULTS.fold, help="Zero-shot fold (seen/unseen split).")
 @cache_dir_options
 @click.option("--out", type=click.Path(path_type=Path), default=DEFAULTS.out,
@@ -74,16 +84,24 @@ def _channels(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple
 @click.option("--num-workers", type=int, default=DEFAULTS.num_workers,
               help="DataLoader worker processes (spawn) reading the store.")
 @click.option("--resume", is_flag=True, help="Continue from <out>/last.pt if it exists.")
-@click.option("--no-progress", is_flag=True, help="No progress bar.")
+@progress_option
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @one_line_errors
-def main(no_progress: bool, verbose: bool, **options: object) -> None:
+def main(visual: str | None, text: str | None, dataset: str | None, no_progress: bool,
+         verbose: bool, **options: object) -> None:
     """Train the fusion transformer on cached features of one encoder pair.
 
+    With no options: the pair and dataset of params.yaml when run in the project (pair.visual,
+    pair.text, data.dataset), else the catalogue defaults (dinov2_vits14 + minilm_l6, camvid).
     Example: fusioner-fit --visual dino_vits16 --text minilm_l6 --dataset camvid --fold 0
     """
     setup_logging(verbose)
-    fit(FitConfig(**options, progress=not no_progress))  # type: ignore[arg-type]
+    run, message = choose_run(visual, text, dataset)
+    if os.environ.get("RANK", "0") == "0":  # once under torchrun
+        click.echo(message)
+    config = FitConfig(visual=run.visual, text=run.text, dataset=run.dataset,
+                       progress=not no_progress, **options)  # type: ignore[arg-type]
+    fit(config)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ labels are predictable from the tokens and a fusion model can learn them.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,6 +128,15 @@ def make_stores(tmp_path: Path, num_images: int | Mapping[str, int] = 8,
          "templates": ["a photo of a {}."]})
     return TinyStores(cache, dataset, visual, text, names, (h, w), tuple(label_size), paths,
                       text_path)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """No test reaches the network or this machine's hub cache: huggingface_hub (imported later,
+    by the test modules) sees an empty hub cache, offline. Subprocesses inherit both."""
+    cache = tempfile.mkdtemp(prefix="fusioner-hub-cache-")
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    os.environ["HF_HUB_CACHE"] = cache
+    config.add_cleanup(lambda: shutil.rmtree(cache, ignore_errors=True))
 
 
 @pytest.fixture(name="make_stores")

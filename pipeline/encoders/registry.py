@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.encoders.hub import HubRef
 from pipeline.errors import UnknownNameError
 from pipeline.names import TEXT_ALIASES, VISUAL_ALIASES
 
@@ -18,19 +19,25 @@ class EncoderSpec:
     Args:
         slug: short name used on the command line and in store paths (``dino_vits16``).
         library_id: the exact model in its library (``timm:vit_small_patch16_224.dino``).
-        build: ``build(spec, weights_path_or_None)`` returns the encoder; None = random init.
+        build: ``build(spec, WeightsSource_or_None)`` returns the encoder; None = random init.
         weight_files: file names looked up in ``$FUSIONER_WEIGHTS``.
         packaged_weights: returns the weights shipped inside an installed package, if any.
+        hub: where the library's own loader finds the weights on the Hugging Face hub (None:
+            local files only, e.g. MoCo v3).
+        pretrained: the library's name for those weights: a timm pretrained tag (in
+            ``library_id``), an open_clip ``pretrained=`` tag, or a transformers repo id.
         options: builder-specific settings (patch size, pooling, ...).
     """
 
     slug: str
     library_id: str
-    build: Callable[[EncoderSpec, Path | None], Any]
+    build: Callable[..., Any]
     weight_files: tuple[str, ...]
     packaged_weights: Callable[[], Path | None] | None = None
     description: str = ""
     options: dict[str, Any] = field(default_factory=dict)
+    hub: HubRef | None = None
+    pretrained: str | None = None
 
 
 class EncoderRegistry:
@@ -52,6 +59,10 @@ class EncoderRegistry:
 
     def names(self) -> list[str]:
         return sorted(self._specs)
+
+    def specs(self) -> list[EncoderSpec]:
+        """The registered specs, in slug order."""
+        return [self._specs[name] for name in self.names()]
 
     def get(self, name: str) -> EncoderSpec:
         name = self.aliases.get(name, name)

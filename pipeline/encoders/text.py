@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 from torch import nn
 
-from pipeline.encoders.base import FrozenEncoder
+from pipeline.encoders.base import FrozenEncoder, from_hub
 from pipeline.encoders.registry import EncoderSpec
 from pipeline.encoders.templates import PROMPT_TEMPLATES, expand_prompts
+from pipeline.encoders.visual import create_open_clip, open_clip_hub_name
+from pipeline.encoders.weights import FROM_HUB, WeightsSource
 
 
 class TextEncoder(FrozenEncoder):
@@ -33,23 +33,32 @@ class TextEncoder(FrozenEncoder):
 
 
 class HFTextEncoder(TextEncoder):
-    """A transformers encoder with mean pooling over tokens (sentence-transformers style)."""
+    """A transformers encoder with mean pooling over tokens (sentence-transformers style).
 
-    def __init__(self, spec: EncoderSpec, weights: Path | None) -> None:
+    Hub weights load with ``from_pretrained(repo_id)`` (transformers' own hub download and
+    cache); local ones from a model folder, never touching the network.
+    """
+
+    def __init__(self, spec: EncoderSpec, weights: WeightsSource | None) -> None:
         from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-        tokenizer_dir = weights or spec.options["random_init_tokenizer"]()
-        self.tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir), local_files_only=True)
-        if weights is not None:
-            model = AutoModel.from_pretrained(str(weights), local_files_only=True)
+        if weights is not None and weights.kind == FROM_HUB:
+            repo = spec.pretrained or spec.hub.repo_id  # type: ignore[union-attr]
+            tokenizer, model = from_hub(spec, weights, lambda: (
+                AutoTokenizer.from_pretrained(repo), AutoModel.from_pretrained(repo)))
         else:
-            config_source = spec.options.get("random_init_config")
-            config = config_source() if callable(config_source) else AutoConfig.from_pretrained(
-                str(tokenizer_dir), local_files_only=True
-            )
-            torch.manual_seed(0)
-            model = AutoModel.from_config(config)
+            folder = str(weights.path if weights else spec.options["random_init_tokenizer"]())
+            tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            if weights is not None:
+                model = AutoModel.from_pretrained(folder, local_files_only=True)
+            else:
+                config_source = spec.options.get("random_init_config")
+                config = config_source() if callable(config_source) else (
+                    AutoConfig.from_pretrained(folder, local_files_only=True))
+                torch.manual_seed(0)
+                model = AutoModel.from_config(config)
         super().__init__(spec, weights, int(model.config.hidden_size))
+        self.tokenizer = tokenizer
         self.model = model.eval().requires_grad_(False)
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
@@ -62,26 +71,33 @@ class HFTextEncoder(TextEncoder):
 
 
 class OpenClipTextEncoder(TextEncoder):
-    """The text tower of a CLIP/OpenCLIP model (its own BPE tokenizer ships with open_clip)."""
+    """The text tower of a CLIP/OpenCLIP model (CLIP's BPE tokenizer ships with open_clip;
+    SigLIP's comes from the hub with its weights). Hub weights load through open_clip's own
+    loader (``create_open_clip``)."""
 
-    def __init__(self, spec: EncoderSpec, weights: Path | None) -> None:
+    def __init__(self, spec: EncoderSpec, weights: WeightsSource | None) -> None:
         import open_clip
 
-        model_name = spec.library_id.removeprefix("open_clip:")
-        model = open_clip.create_model(model_name, pretrained=str(weights) if weights else None)
+        model = from_hub(spec, weights, lambda: create_open_clip(spec, weights))
+        name = spec.library_id.removeprefix("open_clip:")
+        if weights is not None and weights.kind == FROM_HUB:
+            name = open_clip_hub_name(spec)
+        tokenizer = from_hub(spec, weights, lambda: open_clip.get_tokenizer(name))
         model.visual = None  # drop the image tower: only text is encoded here
-        super().__init__(spec, weights, int(model.text_projection.shape[1]))
+        self.tokenizer = tokenizer
+        with torch.inference_mode():
+            width = model.encode_text(tokenizer(["a"])).shape[-1]
+        super().__init__(spec, weights, int(width))
         self.model = model.eval().requires_grad_(False)
-        self.tokenizer = open_clip.get_tokenizer(model_name)
 
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         device = next(self.model.parameters()).device
         return self.model.encode_text(self.tokenizer(prompts).to(device))
 
 
-def build_hf(spec: EncoderSpec, weights: Path | None) -> TextEncoder:
+def build_hf(spec: EncoderSpec, weights: WeightsSource | None) -> TextEncoder:
     return HFTextEncoder(spec, weights)
 
 
-def build_open_clip_text(spec: EncoderSpec, weights: Path | None) -> TextEncoder:
+def build_open_clip_text(spec: EncoderSpec, weights: WeightsSource | None) -> TextEncoder:
     return OpenClipTextEncoder(spec, weights)

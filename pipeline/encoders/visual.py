@@ -16,10 +16,10 @@ from PIL import Image
 from torch import nn
 
 from pipeline.data.transforms import image_to_tensor
-from pipeline.encoders.base import FrozenEncoder
+from pipeline.encoders.base import FrozenEncoder, from_hub
 from pipeline.encoders.registry import EncoderSpec
 from pipeline.encoders.state_dicts import read_state_dict, strip_prefixes
-from pipeline.encoders.weights import RANDOM_INIT
+from pipeline.encoders.weights import FROM_HUB, RANDOM_INIT, WeightsSource
 from pipeline.errors import FusionerError
 
 DEFAULT_IMAGE_SIZE = (240, 320)  # (H, W): CamVid's 3:4 aspect, 15x20 patches at stride 16
@@ -41,7 +41,7 @@ class VisualEncoder(FrozenEncoder):
     def __init__(
         self,
         spec: EncoderSpec,
-        weights: Path | None,
+        weights: WeightsSource | None,
         stride: int,
         feature_dim: int,
         mean: tuple[float, ...],
@@ -85,30 +85,42 @@ class VisualEncoder(FrozenEncoder):
 def _split_tokens(
     tokens: torch.Tensor, prefix: int, grid: tuple[int, int]
 ) -> dict[str, torch.Tensor]:
-    """(B, prefix + h*w, C) -> contract; prefix tokens (CLS, registers) stripped by count."""
+    """(B, prefix + h*w, C) -> contract; prefix tokens (CLS, registers) stripped by count.
+
+    Models without a class token (SigLIP) give the mean patch token as ``cls_token``.
+    """
     batch, _, channels = tokens.shape
     patches = tokens[:, prefix:].reshape(batch, grid[0], grid[1], channels)
-    return {"patch_tokens": patches, "cls_token": tokens[:, 0]}
+    cls = tokens[:, 0] if prefix else patches.mean((1, 2))
+    return {"patch_tokens": patches, "cls_token": cls}
 
 
 class TimmVisualEncoder(VisualEncoder):
-    """Any timm backbone: ViTs give patch tokens, ConvNets their last feature map."""
+    """Any timm backbone: ViTs give patch tokens, ConvNets their last feature map.
 
-    def __init__(self, spec: EncoderSpec, weights: Path | None, image_size: tuple[int, int] | None):
+    Hub weights load through timm's own pretrained mechanism (the tag in ``library_id``, or an
+    ``hf_hub:`` model name); local files through the model's timm checkpoint filter.
+    """
+
+    def __init__(self, spec: EncoderSpec, weights: WeightsSource | None,
+                 image_size: tuple[int, int] | None):
         import timm
 
         model_name = spec.library_id.removeprefix("timm:")
         is_vit = spec.options.get("vit", "vit" in model_name or "deit" in model_name)
+        hub = weights is not None and weights.kind == FROM_HUB
         probe = timm.create_model(model_name, pretrained=False, num_classes=0)
         stride = _timm_stride(probe, is_vit)
         size = input_size(spec, image_size, stride)
-        model = (
-            timm.create_model(model_name, pretrained=False, num_classes=0, img_size=size)
-            if is_vit
-            else probe
-        )
-        if weights is not None:
-            _load_timm_weights(model, weights, spec)
+        sized = {"img_size": size} if is_vit else {}
+        model = probe
+        if hub:
+            model = from_hub(spec, weights, lambda: timm.create_model(
+                model_name, pretrained=True, num_classes=0, **sized))
+        elif is_vit:
+            model = timm.create_model(model_name, pretrained=False, num_classes=0, **sized)
+        if weights is not None and not hub:
+            _load_timm_weights(model, weights.path, spec)
         config = timm.data.resolve_model_data_config(model)
         feature_dim = model.num_features
         super().__init__(spec, weights, stride, feature_dim, config["mean"], config["std"], size)
@@ -146,18 +158,22 @@ def _load_timm_weights(model: nn.Module, path: Path, spec: EncoderSpec) -> None:
 
 
 class OpenClipVisualEncoder(VisualEncoder):
-    """The image tower of a CLIP/OpenCLIP model (standard ViT towers)."""
+    """The image tower of a CLIP/OpenCLIP model (standard ViT towers).
 
-    def __init__(self, spec: EncoderSpec, weights: Path | None, image_size: tuple[int, int] | None):
+    Hub weights load through open_clip's own loader (``create_open_clip``); OpenAI weights need
+    QuickGELU, which the spec's ``quick_gelu`` option forces for local files too.
+    """
+
+    def __init__(self, spec: EncoderSpec, weights: WeightsSource | None,
+                 image_size: tuple[int, int] | None):
         import open_clip
 
         model_name = spec.library_id.removeprefix("open_clip:")
         config = open_clip.get_model_config(model_name)
         stride = int(config["vision_cfg"]["patch_size"])
         size = input_size(spec, image_size, stride)
-        model = open_clip.create_model(
-            model_name, pretrained=str(weights) if weights else None, force_image_size=size
-        )
+        model = from_hub(spec, weights, lambda: create_open_clip(
+            spec, weights, force_image_size=size))
         visual = model.visual
         super().__init__(
             spec, weights, stride, int(visual.ln_post.normalized_shape[0]),
@@ -172,15 +188,40 @@ class OpenClipVisualEncoder(VisualEncoder):
         return _split_tokens(tokens, 1, grid)
 
 
-def build_timm(spec: EncoderSpec, weights: Path | None, image_size=None) -> VisualEncoder:
+def create_open_clip(spec: EncoderSpec, weights: WeightsSource | None, **kwargs: Any) -> nn.Module:
+    """An open_clip model from local weights, or from the hub by open_clip's own loader: the
+    spec's ``pretrained=`` tag, else the ``hf-hub:`` id of its repo."""
+    import open_clip
+
+    model_name = spec.library_id.removeprefix("open_clip:")
+    quick_gelu = bool(spec.options.get("quick_gelu"))
+    if weights is None or weights.kind != FROM_HUB:
+        return open_clip.create_model(model_name, pretrained=str(weights.path) if weights else None,
+                                      force_quick_gelu=quick_gelu, **kwargs)
+    if spec.pretrained:
+        return open_clip.create_model(model_name, pretrained=spec.pretrained,
+                                      force_quick_gelu=quick_gelu, **kwargs)
+    return open_clip.create_model(open_clip_hub_name(spec), **kwargs)
+
+
+def open_clip_hub_name(spec: EncoderSpec) -> str:
+    """The name open_clip builds ``spec``'s hub weights (and tokenizer) under."""
+    if spec.pretrained or spec.hub is None:
+        return spec.library_id.removeprefix("open_clip:")
+    return f"hf-hub:{spec.hub.repo_id}"
+
+
+def build_timm(spec: EncoderSpec, weights: WeightsSource | None,
+               image_size: tuple[int, int] | None = None) -> VisualEncoder:
     return TimmVisualEncoder(spec, weights, image_size)
 
 
-def build_open_clip(spec: EncoderSpec, weights: Path | None, image_size=None) -> VisualEncoder:
+def build_open_clip(spec: EncoderSpec, weights: WeightsSource | None,
+                    image_size: tuple[int, int] | None = None) -> VisualEncoder:
     return OpenClipVisualEncoder(spec, weights, image_size)
 
 
 def describe(encoder: VisualEncoder) -> str:
     """One line for logs: slug, weights origin."""
-    origin = RANDOM_INIT if encoder.random_init else str(encoder.weights_path)
+    origin = RANDOM_INIT if encoder.source is None else encoder.source.describe()
     return f"{encoder.slug} ({encoder.library_id}, weights: {origin})"

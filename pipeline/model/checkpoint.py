@@ -3,7 +3,8 @@
 ``checkpoint.pt`` = ``{"format", "model": state_dict, "meta": {...}}`` with plain python values
 and tensors only (loads with ``torch.load(weights_only=True)``). ``meta`` holds:
 ``model_config`` (``FusionConfig.to_dict()``), ``visual`` / ``text`` provenance of the stores it
-was trained from, ``dataset``, ``fold``, ``seen``, ``unseen``, ``class_names``, ``train`` (the
+was trained from (including where their weights came from: ``weights_source``, ``hub_id``,
+``hub_revision``), ``dataset``, ``fold``, ``seen``, ``unseen``, ``class_names``, ``train`` (the
 training options) and ``metrics`` (final training metrics).
 """
 
@@ -17,13 +18,16 @@ import torch
 
 from pipeline.errors import BadInputError, FusionerError, first_line
 from pipeline.model.fusion import FusionModel, build_model
-from pipeline.store.layout import check_provenance
+from pipeline.store.layout import SOURCE_KEYS, check_provenance
 
 CHECKPOINT_FORMAT = "fusioner-fusion/1"
 # Store attributes that identify an encoder: a checkpoint only runs on features that match them.
+# ``SOURCE_KEYS`` (where the weights came from: option/env/package/hub, the hub repo id and
+# commit) are recorded beside the sha256 but not compared: the sha256 identifies the weights.
 VISUAL_KEYS = ("encoder", "library_id", "weights_sha256", "random_init", "image_size",
-               "patch_size", "grid_size", "feature_dim")
-TEXT_KEYS = ("encoder", "library_id", "weights_sha256", "random_init", "feature_dim")
+               "patch_size", "grid_size", "feature_dim", *SOURCE_KEYS)
+TEXT_KEYS = ("encoder", "library_id", "weights_sha256", "random_init", "feature_dim",
+             *SOURCE_KEYS)
 IDENTITY_KEYS = ("encoder", "library_id", "weights_sha256", "random_init", "feature_dim")
 
 

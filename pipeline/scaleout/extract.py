@@ -158,6 +158,7 @@ def extract_visual_distributed(
     retries: int = 2,
     torch_threads: int | None = None,
     views: ViewRecipe | None = None,
+    progress: bool = True,
 ) -> dict[str, Any]:
     """Fill (or finish) the visual store of ``dataset`` on the dask cluster of ``client``.
 
@@ -194,7 +195,8 @@ def extract_visual_distributed(
     ]
     started, forward_seconds = time.perf_counter(), 0.0
     try:
-        with tqdm(total=count, unit="img", desc=f"extract {encoder.slug} (dask)") as bar:
+        with tqdm(total=count, unit="img", desc=f"extract {encoder.slug} (dask)",
+                  disable=not progress) as bar:
             for _, result in as_completed(futures, with_results=True):
                 writer.mark_done(result.shards)
                 forward_seconds += result.forward_seconds

@@ -35,6 +35,9 @@ DEFAULT_CACHE_DIR = Path("cache")
 ITEM_ARRAYS = ("patch_tokens", "cls_token", "labels")  # per-image arrays of one training item
 VIEW_PREFIX = "view_"  # view_<item array>: (views, N, ...) augmented views 1..views, view-major
 PROGRESS_KEYS = ("complete",)  # attributes that change while a store is written
+# where the weights came from (local file or hub snapshot): recorded, but the same weights
+# (same ``weights_sha256``) from another source make the same store
+SOURCE_KEYS = ("weights_source", "hub_id", "hub_revision")
 
 
 def visual_store_path(cache_dir: Path | str | RemoteLocation, encoder: str, dataset: str,
@@ -109,8 +112,9 @@ def _refuse_foreign(path: RemoteLocation) -> None:
 
 
 def identity(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    """The attributes that define what a store holds (everything but write progress)."""
-    return {k: v for k, v in attrs.items() if k not in PROGRESS_KEYS}
+    """The attributes that define what a store holds (all but write progress and the source of
+    the weights, whose sha256 is part of the identity)."""
+    return {k: v for k, v in attrs.items() if k not in PROGRESS_KEYS + SOURCE_KEYS}
 
 
 def open_complete_group(
