@@ -46,6 +46,18 @@ class SegmentationDataset(ABC):
     def __getitem__(self, index: int) -> Sample: ...
 
 
+class ImageFileDataset(SegmentationDataset):
+    """A dataset whose samples are image files (``self._images``), identified by file stem."""
+
+    _images: list[Path]
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    def image_id(self, index: int) -> str:
+        return self._images[index].stem
+
+
 def default_data_root() -> Path:
     """``$FUSIONER_DATA``, else the shared data folder beside the project checkout."""
     env = os.environ.get("FUSIONER_DATA")

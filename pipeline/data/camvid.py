@@ -6,8 +6,8 @@ from pathlib import Path
 
 from pipeline.data.base import (
     IGNORE_INDEX,
+    ImageFileDataset,
     Sample,
-    SegmentationDataset,
     load_label_map,
     load_rgb_image,
     read_class_names,
@@ -17,7 +17,7 @@ from pipeline.errors import BadInputError
 UNLABELLED_ID = 11  # CamVid "void": mapped to the ignore index
 
 
-class CamVid(SegmentationDataset):
+class CamVid(ImageFileDataset):
     """``<root>/{train,val}/images/*.jpg`` with ``labels/*.png`` and ``classes.txt``."""
 
     def __init__(self, root: Path, split: str) -> None:
@@ -31,12 +31,6 @@ class CamVid(SegmentationDataset):
         self._images = sorted(image_dir.glob("*.jpg"))
         if not self._images:
             raise BadInputError(f"{image_dir}: no images")
-
-    def __len__(self) -> int:
-        return len(self._images)
-
-    def image_id(self, index: int) -> str:
-        return self._images[index].stem
 
     def __getitem__(self, index: int) -> Sample:
         image_path = self._images[index]

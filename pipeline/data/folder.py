@@ -17,8 +17,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.data.base import (
+    ImageFileDataset,
     Sample,
-    SegmentationDataset,
     load_label_map,
     load_rgb_image,
     read_class_names,
@@ -29,7 +29,7 @@ from pipeline.errors import BadInputError
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 
 
-class FolderDataset(SegmentationDataset):
+class FolderDataset(ImageFileDataset):
     """Images and same-stem class-id masks from a folder, with its ``classes.txt``."""
 
     def __init__(self, root: Path, split: str, name: str = "folder") -> None:
@@ -60,12 +60,6 @@ class FolderDataset(SegmentationDataset):
             raise BadInputError(f"{base}: images without masks {no_mask[:5]} "
                                 f"({len(no_mask)}), masks without images {no_image[:5]} "
                                 f"({len(no_image)})")
-
-    def __len__(self) -> int:
-        return len(self._images)
-
-    def image_id(self, index: int) -> str:
-        return self._images[index].stem
 
     def __getitem__(self, index: int) -> Sample:
         path = self._images[index]

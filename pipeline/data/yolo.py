@@ -35,7 +35,7 @@ import numpy as np
 import yaml
 from PIL import Image, ImageDraw
 
-from pipeline.data.base import Sample, SegmentationDataset, load_rgb_image
+from pipeline.data.base import ImageFileDataset, Sample, load_rgb_image
 from pipeline.data.splits import BACKGROUND, ZeroShotSplit, interleaved_split
 from pipeline.errors import BadInputError
 
@@ -149,7 +149,7 @@ def label_path_for(image: Path) -> Path:
     return label_dir_for(image.parent) / f"{image.stem}.txt"
 
 
-class YoloSegDataset(SegmentationDataset):
+class YoloSegDataset(ImageFileDataset):
     """A split of an Ultralytics YOLO-seg dataset, painted into class-id label maps."""
 
     def __init__(self, root: Path, split: str, name: str = "yolo",
@@ -211,12 +211,6 @@ class YoloSegDataset(SegmentationDataset):
                 if label.stem not in known_orphans:
                     raise BadInputError(f"{label}: label file without its image")
                 log.info("%s: known label file without an image, skipped", label)
-
-    def __len__(self) -> int:
-        return len(self._images)
-
-    def image_id(self, index: int) -> str:
-        return self._images[index].stem
 
     def __getitem__(self, index: int) -> Sample:
         path = self._images[index]
