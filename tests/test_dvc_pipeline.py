@@ -28,7 +28,7 @@ TINY = {
             "device": "cpu"},
     "evaluate": {"mode": "both", "num-overlays": 1, "device": "cpu"},
 }
-TINY["extract_coco128"] = {k: v for k, v in TINY["extract_visual"].items()}
+TINY["extract_coco128"] = {**TINY["extract_visual"], "views": 1}
 TINY["fit_coco128"] = {k: v for k, v in TINY["fit"].items() if k != "fold"}
 TINY["evaluate_coco128"] = {**TINY["evaluate"], "threshold": "adaptive"}
 COCO128_STAGES = {"extract_coco128_visual", "extract_coco128_text", "evaluate_coco128",

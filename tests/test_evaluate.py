@@ -22,6 +22,7 @@ from pipeline.evaluation import (
     open_fold,
     random_text_table,
 )
+from pipeline.evaluation.summary import main as summary_main
 from pipeline.evaluation.summary import markdown_table
 from pipeline.store import CachedFeatureDataset
 from pipeline.thresholds import ADAPTIVE
@@ -259,6 +260,10 @@ def test_summary_table_shows_each_fold_and_the_mean_beside_the_baselines(setup,
     ratio = document[PAPER_RULE]["binary"]["miou"] / document["baselines"]["all_foreground"][
         "binary"]["miou"]
     assert f"at 0.5 {ratio:.2f}x all-foreground" in table[-1]
+    (tmp_path / "other.json").write_text('{"units": "fraction"}')
+    for bad in (tmp_path / "missing.json", tmp_path / "other.json"):
+        with pytest.raises(SystemExit, match=r"^error: .*not a readable metrics file"):
+            summary_main([str(bad)])
 
 
 def _one_line_error(args: list[str]) -> str:

@@ -78,9 +78,16 @@ def markdown_table(document: Mapping[str, Any]) -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> None:
-    """Print the table of each metrics file named on the command line."""
+    """Print the table of each metrics file named on the command line (one ``error:`` line and
+    exit 1 for a file that is missing or not a fusioner-evaluate metrics file)."""
     for path in argv if argv is not None else sys.argv[1:]:
-        print(markdown_table(json.loads(Path(path).read_text(encoding="utf-8"))))
+        try:
+            table = markdown_table(json.loads(Path(path).read_text(encoding="utf-8")))
+        except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError,
+                AttributeError) as exc:
+            sys.exit(f"error: {path}: not a readable metrics file ({type(exc).__name__}: "
+                     f"{' '.join(str(exc).split())})")
+        print(table)
 
 
 if __name__ == "__main__":
