@@ -9,9 +9,6 @@ Protocols (both accumulate HSNet-style: per-class IoU over the whole split, then
 - ``multiclass`` (harder): every unseen class name at once per image; a pixel takes the most
   probable class among those reaching their threshold, else none; seen/background pixels are
   "none".
-Logits come from the decoder once per batch and are resized bilinearly to each image's label
-map: the store's (cached resolution) or, with ``FoldInputs.truth``, the image's original mask
-(``pipeline.evaluation.labels``), as published scores are computed.
 The threshold is a fixed probability or ``"adaptive"`` (one per probability map,
 ``pipeline.thresholds``); with any rule but the paper's 0.5 the model is also scored at 0.5
 (``fixed_threshold_0.5``), side by side.
