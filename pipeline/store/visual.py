@@ -113,9 +113,9 @@ class VisualStoreWriter:
             remove(self.path)
         if store_exists(self.path):
             self.group = open_group(self.path, mode="r+")
-            found = identity(dict(self.group.attrs))
-            if found != identity(wanted):
-                diff = sorted(k for k in set(found) | set(wanted) if found.get(k) != wanted.get(k))
+            found, asked = identity(dict(self.group.attrs)), identity(wanted)
+            if found != asked:
+                diff = sorted(k for k in set(found) | set(asked) if found.get(k) != asked.get(k))
                 raise StoreError(
                     f"{self.path}: existing store was made with other settings "
                     f"({', '.join(diff)}); pass --overwrite to replace it"
