@@ -71,6 +71,11 @@ def _channels(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple
               help="Also query this many seen classes ABSENT from each training image (empty "
                    "masks), redrawn every epoch; teaches that a name with nothing to show gets "
                    "no pixels.")
+@click.option("--dice-weight", type=click.FloatRange(min=0), default=DEFAULTS.dice_weight,
+              help="Loss = BCE + this x soft Dice per class mask (lifts uncertain, e.g. unseen, "
+                   "classes' masks towards their true size at p=0.5).")
+@click.option("--text-noise", type=click.FloatRange(min=0), default=DEFAULTS.text_noise,
+              help="Gaussian noise on training text embeddings, as a fraction of their norm.")
 @click.option("--block-mix", type=click.IntRange(min=0), default=DEFAULTS.block_mix,
               help="Shuffle store shards, then images within windows of this many shards "
                    "(each shard read once per epoch); 0: shuffle single images.")

@@ -14,6 +14,7 @@ from pipeline.data import get_split
 from pipeline.model import load_fusion_checkpoint
 from pipeline.store import CachedFeatureDataset
 from pipeline.train import EpisodeDataset, FitConfig, fit, trainer
+from pipeline.train.loop import Objective
 from stages.fit import main
 from tests.helpers import run_without_encoders
 from tests.tally import invoke_error
@@ -96,6 +97,25 @@ def test_fit_with_negatives_runs_and_records_them(tiny_stores, tmp_path: Path) -
     assert result.exit_code == 0, result.output
     meta = torch.load(out / "checkpoint.pt", weights_only=True)["meta"]
     assert meta["train"]["negatives"] == 3
+
+
+def test_dice_and_text_noise_change_training_and_are_recorded(tiny_stores, tmp_path: Path) -> None:
+    plain = fit(_config(tiny_stores, tmp_path / "plain", epochs=1))
+    tuned = fit(_config(tiny_stores, tmp_path / "tuned", epochs=1, dice_weight=1.0,
+                        text_noise=0.5))
+    assert tuned["step_losses"][0] > plain["step_losses"][0]  # + a Dice term in [0, 1]
+    meta = torch.load(tmp_path / "tuned" / "checkpoint.pt", weights_only=True)["meta"]
+    assert meta["train"]["dice_weight"] == 1.0 and meta["train"]["text_noise"] == 0.5
+
+
+def test_text_noise_is_relative_and_training_only() -> None:
+    torch.manual_seed(0)
+    text = torch.randn(4, 3, 384) * 5
+    noisy = Objective(text_noise=0.2).text(text, training=True)
+    ratio = (noisy - text).norm(dim=-1) / text.norm(dim=-1)
+    assert 0.17 < float(ratio.mean()) < 0.23
+    assert torch.equal(Objective(text_noise=0.2).text(text, training=False), text)
+    assert torch.equal(Objective().text(text, training=True), text)
 
 
 def test_resume_equals_uninterrupted_run(tiny_stores, tmp_path: Path, monkeypatch) -> None:

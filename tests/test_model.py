@@ -15,6 +15,7 @@ from pipeline.model import (
     check_checkpoint_provenance,
     load_fusion_checkpoint,
     mask_bce_loss,
+    mask_dice_terms,
     predicted_classes,
     save_fusion_checkpoint,
     upsample_logits,
@@ -108,6 +109,18 @@ def test_ignore_label_and_padding_get_no_gradient() -> None:
     other = label.clone()
     other[label == 255] = 1  # the same pixels, now labelled: the loss must change
     assert not torch.equal(mask_bce_loss(logits.detach(), other, ids, mask), loss.detach())
+
+
+def test_dice_terms_by_hand_ignoring_label_and_padding() -> None:
+    label = torch.tensor([[[1, 1, 0, 255]]])  # (1, 1, 4): class 1 on two pixels, one ignored
+    logits = torch.tensor([[[[0.0, 0.0, 0.0, 9.0]], [[9.0, 9.0, 9.0, 9.0]]]])  # (1, 2, 1, 4)
+    ids, mask = torch.tensor([[1, 0]]), torch.tensor([[True, False]])  # slot 2 is padding
+    total, count = mask_dice_terms(logits, label, ids, mask, smooth=0.0)
+    # slot 0: p = 0.5 on the three labelled pixels, target 1 on two: 1 - 2 * 1 / (1.5 + 2)
+    assert count.item() == 1.0
+    assert total.item() == pytest.approx(1 - 2.0 / 3.5)
+    perfect = torch.tensor([[[[30.0, 30.0, -30.0, -30.0]]]])
+    assert mask_dice_terms(perfect, label, ids[:, :1])[0].item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_predicted_classes_threshold_and_mask() -> None:

@@ -13,7 +13,7 @@ from pipeline.model.fusion import (
     build_model,
     upsample_logits,
 )
-from pipeline.model.loss import mask_bce_loss, predicted_classes, resize_labels
+from pipeline.model.loss import mask_bce_loss, mask_dice_terms, predicted_classes, resize_labels
 
 __all__ = [
     "FusionConfig",
@@ -22,6 +22,7 @@ __all__ = [
     "check_checkpoint_provenance",
     "load_fusion_checkpoint",
     "mask_bce_loss",
+    "mask_dice_terms",
     "predicted_classes",
     "resize_labels",
     "save_fusion_checkpoint",

@@ -1,4 +1,10 @@
-"""Per-class binary cross-entropy on mask logits, ignoring label 255 and padded class slots."""
+"""Mask losses on per-class logits, ignoring label 255 and padded class slots: per-pixel binary
+cross-entropy, and optionally the soft Dice loss per class slot (MaskFormer's BCE + Dice).
+
+BCE alone, with most pixels negative, keeps the probability of an uncertain class (a name never
+trained on) below 0.5 almost everywhere; Dice scores each mask as a whole, so a queried class
+gets a region of its own size.
+"""
 
 from __future__ import annotations
 
@@ -51,3 +57,21 @@ def predicted_classes(logits: Tensor, class_ids: Tensor, text_mask: Tensor | Non
     best, slot = logits.max(dim=1)
     ids = torch.gather(class_ids, 1, slot.flatten(1)).view_as(slot)
     return torch.where(best >= 0, ids, torch.full_like(ids, none))
+
+
+def mask_dice_terms(logits: Tensor, label: Tensor, class_ids: Tensor,
+                    text_mask: Tensor | None = None, smooth: float = 1.0) -> tuple[Tensor, Tensor]:
+    """(soft Dice loss summed over the real class slots, their count), over labelled pixels.
+
+    Per slot: ``1 - (2 sum(p t) + smooth) / (sum(p) + sum(t) + smooth)`` with p = sigmoid(logit),
+    t = (label == class id); ignored pixels (255) count in neither sum.
+    """
+    label = resize_labels(label, tuple(logits.shape[-2:]))
+    target = (label[:, None] == class_ids[:, :, None, None]).to(logits.dtype)
+    labelled = (label != IGNORE_INDEX)[:, None].to(logits.dtype)
+    probs = logits.sigmoid() * labelled
+    inter = (probs * target).flatten(2).sum(-1)
+    sizes = probs.flatten(2).sum(-1) + (target * labelled).flatten(2).sum(-1)
+    losses = 1 - (2 * inter + smooth) / (sizes + smooth)
+    slots = torch.ones_like(losses) if text_mask is None else text_mask.to(losses.dtype)
+    return (losses * slots).sum(), slots.sum()

@@ -11,10 +11,27 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from pipeline.metrics import IoUAccumulator
-from pipeline.model.loss import mask_bce_terms, predicted_classes, resize_labels
+from pipeline.model.loss import mask_bce_terms, mask_dice_terms, predicted_classes, resize_labels
 from pipeline.train.distributed import Runtime, all_sum, global_mean
 from pipeline.train.episodes import episode_text
 from pipeline.train.schedule import set_schedule
+
+
+@dataclass(frozen=True)
+class Objective:
+    """What a training step minimises: BCE + ``dice_weight`` x Dice, on text embeddings with
+    Gaussian noise of relative size ``text_noise`` (training only; 0 = none)."""
+
+    dice_weight: float = 0.0
+    text_noise: float = 0.0
+
+    def text(self, embeddings: Tensor, training: bool) -> Tensor:
+        """``embeddings`` (B, K, D) plus noise of norm ~ ``text_noise`` x each row's norm."""
+        if not training or self.text_noise <= 0:
+            return embeddings
+        norm = embeddings.norm(dim=-1, keepdim=True)
+        scale = norm * self.text_noise / embeddings.shape[-1] ** 0.5
+        return embeddings + torch.randn_like(embeddings) * scale
 
 
 @dataclass
@@ -33,17 +50,22 @@ class EpochStats:
 
 
 def run_batch(model: nn.Module, batch: dict[str, Tensor], text_table: Tensor,
-              runtime: Runtime) -> tuple[Tensor, Tensor, Tensor]:
+              runtime: Runtime, objective: Objective = Objective(),
+              training: bool = False) -> tuple[Tensor, Tensor, Tensor]:
     """(loss, predicted class map, label) at the decoder's output resolution."""
     device = runtime.device
     class_ids = batch["class_ids"].to(device, non_blocking=True)
     text_mask = batch["text_mask"].to(device, non_blocking=True)
     tokens = batch["patch_tokens"].to(device, non_blocking=True)
     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=runtime.autocast):
-        logits = model(tokens, episode_text(text_table, class_ids), text_mask)
+        text = objective.text(episode_text(text_table, class_ids), training)
+        logits = model(tokens, text, text_mask)
     logits = logits.float()
     label = resize_labels(batch["label"].to(device, non_blocking=True), tuple(logits.shape[-2:]))
     loss = global_mean(*mask_bce_terms(logits, label, class_ids, text_mask), runtime)
+    if objective.dice_weight:
+        dice = global_mean(*mask_dice_terms(logits, label, class_ids, text_mask), runtime)
+        loss = loss + objective.dice_weight * dice
     return loss, predicted_classes(logits.detach(), class_ids, text_mask), label
 
 
@@ -74,14 +96,14 @@ def train_epoch(model: nn.Module, loader: Iterable[dict[str, Tensor]],
                 optimizer: torch.optim.Optimizer, text_table: Tensor, seen: Iterable[int],
                 runtime: Runtime, first_step: int,
                 schedule: Callable[[int], tuple[float, float]], desc: str = "train",
-                progress: bool = True) -> EpochStats:
+                progress: bool = True, objective: Objective = Objective()) -> EpochStats:
     """One pass with per-step lr/wd from ``schedule(step) -> (lr, wd)``."""
     model.train()
     tally, steps, started = _Tally(seen), [], time.perf_counter()
     bar = tqdm(loader, desc=desc, unit="step", leave=False, disable=not progress)
     for step, batch in enumerate(bar, start=first_step):
         set_schedule(optimizer, *schedule(step))
-        loss, pred, label = run_batch(model, batch, text_table, runtime)
+        loss, pred, label = run_batch(model, batch, text_table, runtime, objective, True)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -93,10 +115,11 @@ def train_epoch(model: nn.Module, loader: Iterable[dict[str, Tensor]],
 
 @torch.no_grad()
 def validate(model: nn.Module, loader: Iterable[dict[str, Tensor]], text_table: Tensor,
-             seen: Iterable[int], runtime: Runtime, progress: bool = True) -> EpochStats:
+             seen: Iterable[int], runtime: Runtime, progress: bool = True,
+             objective: Objective = Objective()) -> EpochStats:
     """Seen-class loss and mIoU over validation episodes (multi-class argmax per image)."""
     model.eval()
     tally, started = _Tally(seen), time.perf_counter()
     for batch in tqdm(loader, desc="val", unit="step", leave=False, disable=not progress):
-        tally.add(*run_batch(model, batch, text_table, runtime))
+        tally.add(*run_batch(model, batch, text_table, runtime, objective))
     return tally.finish(runtime, started, [])

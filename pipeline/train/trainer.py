@@ -37,7 +37,7 @@ from pipeline.train.config import FitConfig
 from pipeline.train.distributed import Runtime, setup_runtime, teardown
 from pipeline.train.episodes import EpisodeDataset, collate_episodes
 from pipeline.train.inputs import open_inputs
-from pipeline.train.loop import EpochStats, train_epoch, validate
+from pipeline.train.loop import EpochStats, Objective, train_epoch, validate
 from pipeline.train.schedule import param_groups, warmup_cosine
 from pipeline.train.views import ViewSampler
 
@@ -111,17 +111,18 @@ def _fit(config: FitConfig, runtime: Runtime) -> dict[str, Any]:
         log.info("training %d episodes (%d steps/epoch) on %s x%d, %d parameters",
                  len(inputs.train), len(train_loader), runtime.device, runtime.world_size,
                  sum(p.numel() for p in model.parameters()))
+    objective = Objective(config.dice_weight, config.text_noise)
     step_losses: list[float] = []
     show = config.progress and runtime.is_main
     for epoch in range(start_epoch, config.epochs):
         train_loader.sampler.set_epoch(epoch)  # type: ignore[union-attr]
         torch.manual_seed(config.seed * 1_000_003 + epoch * 1_009 + runtime.rank)
         stats = train_epoch(net, train_loader, optimizer, table, inputs.split.seen, runtime,
-                            step, schedule, f"epoch {epoch + 1}/{config.epochs}", show)
+                            step, schedule, f"epoch {epoch + 1}/{config.epochs}", show, objective)
         step += len(train_loader)
         step_losses += stats.step_losses
         val = None if val_loader is None else validate(net, val_loader, table, inputs.split.seen,
-                                                       runtime, show)
+                                                       runtime, show, objective)
         history.append(_record(epoch, stats, val, schedule(step - 1)[0]))
         if runtime.is_main:
             _log_epoch(history[-1], config.epochs)
