@@ -35,18 +35,42 @@ def mask_bce_loss(logits: Tensor, label: Tensor, class_ids: Tensor,
     return total / count.clamp(min=1.0)
 
 
+def mask_targets(logits: Tensor, label: Tensor, class_ids: Tensor) -> tuple[Tensor, Tensor]:
+    """(target (B, K, H, W) = label == slot's class id, in the logits' dtype; labelled (B, 1, H, W)
+    bool = label != 255), with ``label`` resized to the logits' size. Ignored pixels are never
+    targets (255 is no class id)."""
+    label = resize_labels(label, tuple(logits.shape[-2:]))
+    target = (label[:, None] == class_ids[:, :, None, None]).to(logits.dtype)
+    return target, (label != IGNORE_INDEX)[:, None]
+
+
 def mask_bce_terms(logits: Tensor, label: Tensor, class_ids: Tensor,
                    text_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """(BCE summed over the labelled (class slot, pixel) pairs, their count): the two terms of
     ``mask_bce_loss``, kept apart so DDP can normalise by the count of the whole global batch."""
-    label = resize_labels(label, tuple(logits.shape[-2:]))
-    target = (label[:, None] == class_ids[:, :, None, None]).to(logits.dtype)
-    valid = (label != IGNORE_INDEX)[:, None].expand_as(target)
+    target, labelled = mask_targets(logits, label, class_ids)
+    valid = labelled.expand_as(target)
     if text_mask is not None:
         valid = valid & text_mask[:, :, None, None].bool()
     losses = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
     weights = valid.to(losses.dtype)
     return (losses * weights).sum(), weights.sum()
+
+
+def mask_dice_terms(logits: Tensor, label: Tensor, class_ids: Tensor,
+                    text_mask: Tensor | None = None, smooth: float = 1.0) -> tuple[Tensor, Tensor]:
+    """(soft Dice loss summed over the real class slots, their count), over labelled pixels.
+
+    Per slot: ``1 - (2 sum(p t) + smooth) / (sum(p) + sum(t) + smooth)`` with p = sigmoid(logit),
+    t = (label == class id); ignored pixels (255) count in neither sum.
+    """
+    target, labelled = mask_targets(logits, label, class_ids)
+    probs = logits.sigmoid() * labelled.to(logits.dtype)
+    inter = (probs * target).flatten(2).sum(-1)
+    sizes = probs.flatten(2).sum(-1) + target.flatten(2).sum(-1)
+    losses = 1 - (2 * inter + smooth) / (sizes + smooth)
+    slots = torch.ones_like(losses) if text_mask is None else text_mask.to(losses.dtype)
+    return (losses * slots).sum(), slots.sum()
 
 
 def predicted_classes(logits: Tensor, class_ids: Tensor, text_mask: Tensor | None = None,
@@ -57,21 +81,3 @@ def predicted_classes(logits: Tensor, class_ids: Tensor, text_mask: Tensor | Non
     best, slot = logits.max(dim=1)
     ids = torch.gather(class_ids, 1, slot.flatten(1)).view_as(slot)
     return torch.where(best >= 0, ids, torch.full_like(ids, none))
-
-
-def mask_dice_terms(logits: Tensor, label: Tensor, class_ids: Tensor,
-                    text_mask: Tensor | None = None, smooth: float = 1.0) -> tuple[Tensor, Tensor]:
-    """(soft Dice loss summed over the real class slots, their count), over labelled pixels.
-
-    Per slot: ``1 - (2 sum(p t) + smooth) / (sum(p) + sum(t) + smooth)`` with p = sigmoid(logit),
-    t = (label == class id); ignored pixels (255) count in neither sum.
-    """
-    label = resize_labels(label, tuple(logits.shape[-2:]))
-    target = (label[:, None] == class_ids[:, :, None, None]).to(logits.dtype)
-    labelled = (label != IGNORE_INDEX)[:, None].to(logits.dtype)
-    probs = logits.sigmoid() * labelled
-    inter = (probs * target).flatten(2).sum(-1)
-    sizes = probs.flatten(2).sum(-1) + (target * labelled).flatten(2).sum(-1)
-    losses = 1 - (2 * inter + smooth) / (sizes + smooth)
-    slots = torch.ones_like(losses) if text_mask is None else text_mask.to(losses.dtype)
-    return (losses * slots).sum(), slots.sum()
