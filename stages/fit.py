@@ -43,6 +43,9 @@ def _channels(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple
 @click.option("--train-split", default=DEFAULTS.train_split, help="Store split to train on.")
 @click.option("--val-split", default=DEFAULTS.val_split,
               help="Store split for the per-epoch seen-class mIoU ('' = none; skipped if absent).")
+@click.option("--val-every", type=click.IntRange(min=1), default=DEFAULTS.val_every,
+              help="Validate after every N-th epoch and after the last (saves time; the model "
+                   "is the same).")
 @click.option("--epochs", type=int, default=DEFAULTS.epochs)
 @click.option("--batch-size", type=int, default=DEFAULTS.batch_size,
               help="Images per step (per process).")

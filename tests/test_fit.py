@@ -133,13 +133,32 @@ def test_resume_equals_uninterrupted_run(tiny_stores, tmp_path: Path, monkeypatc
     resumed = fit(_config(tiny_stores, tmp_path / "cut", epochs=3, resume=True))
     steps = len(full["step_losses"]) // 3
     assert resumed["step_losses"] == full["step_losses"][steps:]
-    timing = ("seconds", "images_per_s")
-    def scores(history: list[dict]) -> list[dict]:
-        return [{k: v for k, v in record.items() if k not in timing} for record in history]
-    assert scores(resumed["history"]) == scores(full["history"])
-    a = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=True)["model"]
-    b = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=True)["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _without_timing(resumed["history"]) == _without_timing(full["history"])
+    assert _same_weights(tmp_path / "full", tmp_path / "cut")
+
+
+def _without_timing(history: list[dict]) -> list[dict]:
+    return [{k: v for k, v in record.items() if k not in ("seconds", "images_per_s")}
+            for record in history]
+
+
+def _same_weights(run: Path, other: Path) -> bool:
+    a = torch.load(run / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(other / "checkpoint.pt", weights_only=True)["model"]
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_val_every_skips_validation_not_training(tiny_stores, tmp_path: Path) -> None:
+    every = fit(_config(tiny_stores, tmp_path / "every", epochs=3))
+    sparse = fit(_config(tiny_stores, tmp_path / "sparse", epochs=3, val_every=2))
+    assert [("val_seen_miou" in r) for r in sparse["history"]] == [False, True, True]
+    assert all("val_seen_miou" in r for r in every["history"])
+    assert sparse["step_losses"] == every["step_losses"]
+    assert _same_weights(tmp_path / "every", tmp_path / "sparse")
+    dense = _without_timing(every["history"])
+    assert [r for r in _without_timing(sparse["history"]) if "val_loss" in r] == dense[1:]
+    metrics = json.loads((tmp_path / "sparse" / "train_metrics.json").read_text())
+    assert metrics["val_seen_miou"] == every["history"][-1]["val_seen_miou"]
 
 
 def test_resume_with_other_settings_is_refused(tiny_stores, tmp_path: Path) -> None:

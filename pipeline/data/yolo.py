@@ -159,7 +159,7 @@ class YoloSegDataset(ImageFileDataset):
         data = read_data_yaml(yaml_path)
         self.class_names = [BACKGROUND, *class_names_of(data["names"], yaml_path)]
         self._images = self._split_images(data, split, yaml_path)
-        self._check_labels(set(known_orphan_labels))
+        self._read_labels(set(known_orphan_labels))
 
     def _base(self, data: dict[str, Any]) -> Path:
         path = Path(str(data.get("path") or "."))
@@ -195,14 +195,15 @@ class YoloSegDataset(ImageFileDataset):
             raise BadInputError(f"{base}: several images share a stem")
         return images
 
-    def _check_labels(self, known_orphans: set[str]) -> None:
-        """Parse every label file of the split now (one line for the first bad one), and refuse
-        a label file beside them that has no image (``known_orphans`` stems: logged, skipped)."""
+    def _read_labels(self, known_orphans: set[str]) -> None:
+        """Parse every label file of the split now, for ``__getitem__`` (one line for the first
+        bad one), and refuse a label file beside them that has no image (``known_orphans``
+        stems: logged, skipped)."""
         num_names = len(self.class_names) - 1
+        self._instances: dict[Path, list[Instance]] = {}
         for image in self._images:
             label = label_path_for(image)
-            if label.is_file():
-                parse_label_file(label, num_names)
+            self._instances[image] = parse_label_file(label, num_names) if label.is_file() else []
         for image_dir in sorted({image.parent for image in self._images}):
             images = {p.stem for p in image_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
             for label in sorted(label_dir_for(image_dir).glob("*.txt")):
@@ -215,10 +216,8 @@ class YoloSegDataset(ImageFileDataset):
     def __getitem__(self, index: int) -> Sample:
         path = self._images[index]
         image = load_rgb_image(path)
-        label_file = label_path_for(path)
-        instances = (parse_label_file(label_file, len(self.class_names) - 1)
-                     if label_file.is_file() else [])
-        return Sample(image_id=path.stem, image=image, label=paint_instances(instances, image.size))
+        return Sample(image_id=path.stem, image=image,
+                      label=paint_instances(self._instances[path], image.size))
 
     def zero_shot_split(self, fold: int) -> ZeroShotSplit:
         """4 interleaved folds over the class indices (COCO-20i's rule)."""

@@ -13,7 +13,7 @@ from pipeline.store.location import StoreLocation
 
 # Options that do not change what is learned: left out of the checkpoint's ``train`` record and
 # free to differ when resuming.
-RUNTIME_KEYS = ("cache_dir", "out", "device", "num_workers", "resume", "progress")
+RUNTIME_KEYS = ("cache_dir", "out", "device", "num_workers", "resume", "progress", "val_every")
 
 
 @dataclass(frozen=True)
@@ -30,6 +30,7 @@ class FitConfig:
     out: Path = Path("models/fusion")
     train_split: str = "train"
     val_split: str | None = "val"  # seen-class mIoU per epoch on this store; None/"" = off
+    val_every: int = 1  # validate after every N-th epoch and after the last
     epochs: int = 12
     batch_size: int = 8
     lr: float = 1e-3

@@ -4,7 +4,8 @@ Outputs under ``config.out`` (rank 0 only, each rewritten whole):
 - ``checkpoint.pt``: final weights + meta (``pipeline.model.load_fusion_checkpoint``);
 - ``last.pt``: training state after the latest epoch (``--resume`` continues from it);
 - ``train_log.json``: one record per epoch (``dvc plots``): epoch, loss, train_miou,
-  val_loss/val_seen_miou (if a validation store exists), lr, images_per_s, seconds;
+  val_loss/val_seen_miou (if a validation store exists, on the epochs ``val_every`` picks: every
+  N-th and the last), lr, images_per_s, seconds;
 - ``train_metrics.json``: the last epoch's record plus ``first_train_miou`` (``dvc metrics``).
 
 Augmented views: with a train store holding views, each epoch reads one view of every image,
@@ -121,8 +122,9 @@ def _fit(config: FitConfig, runtime: Runtime) -> dict[str, Any]:
                             step, schedule, f"epoch {epoch + 1}/{config.epochs}", show, objective)
         step += len(train_loader)
         step_losses += stats.step_losses
-        val = None if val_loader is None else validate(net, val_loader, table, inputs.split.seen,
-                                                       runtime, show, objective)
+        val = None
+        if val_loader is not None and _validates(epoch, config.epochs, config.val_every):
+            val = validate(net, val_loader, table, inputs.split.seen, runtime, show, objective)
         history.append(_record(epoch, stats, val, schedule(step - 1)[0]))
         if runtime.is_main:
             _log_epoch(history[-1], config.epochs)
@@ -133,6 +135,11 @@ def _fit(config: FitConfig, runtime: Runtime) -> dict[str, Any]:
         save_fusion_checkpoint(out / "checkpoint.pt", model, {**meta, "metrics": metrics})
         _write_json(out / "train_metrics.json", metrics)
     return {"history": history, "step_losses": step_losses}
+
+
+def _validates(epoch: int, epochs: int, every: int) -> bool:
+    """Validate after epoch index ``epoch`` (0-based): every ``every``-th epoch and the last."""
+    return (epoch + 1) % every == 0 or epoch + 1 == epochs
 
 
 def _record(epoch: int, stats: EpochStats, val: EpochStats | None, lr: float) -> dict[str, Any]:
