@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import torch
+
 from pipeline.data.base import default_data_root
 
 CAMVID = default_data_root() / "camvid"
@@ -14,6 +16,13 @@ COCO128 = default_data_root() / "coco128-seg"
 TINY_FIT = ["--epochs", "4", "--batch-size", "4", "--dim", "32", "--layers", "1", "--heads", "2",
             "--embed-dim", "16", "--decoder-channels", "16,8,8", "--no-progress"]
 """fusioner-fit options of a tiny model that trains on ``make_stores`` stores in seconds."""
+
+
+def same_weights(run: Path, other: Path) -> bool:
+    """Whether two fit output folders' ``checkpoint.pt`` hold exactly the same tensors."""
+    a = torch.load(run / "checkpoint.pt", weights_only=True)["model"]
+    b = torch.load(other / "checkpoint.pt", weights_only=True)["model"]
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def make_mini_camvid(root: Path, per_split: int = 5) -> Path:

@@ -16,7 +16,7 @@ from pipeline.store import CachedFeatureDataset
 from pipeline.train import EpisodeDataset, FitConfig, fit, trainer
 from pipeline.train.loop import Objective
 from stages.fit import main
-from tests.helpers import run_without_encoders
+from tests.helpers import run_without_encoders, same_weights
 from tests.tally import invoke_error
 
 SMALL = ["--epochs", "2", "--batch-size", "4", "--dim", "32", "--layers", "1", "--heads", "2",
@@ -134,18 +134,12 @@ def test_resume_equals_uninterrupted_run(tiny_stores, tmp_path: Path, monkeypatc
     steps = len(full["step_losses"]) // 3
     assert resumed["step_losses"] == full["step_losses"][steps:]
     assert _without_timing(resumed["history"]) == _without_timing(full["history"])
-    assert _same_weights(tmp_path / "full", tmp_path / "cut")
+    assert same_weights(tmp_path / "full", tmp_path / "cut")
 
 
 def _without_timing(history: list[dict]) -> list[dict]:
     return [{k: v for k, v in record.items() if k not in ("seconds", "images_per_s")}
             for record in history]
-
-
-def _same_weights(run: Path, other: Path) -> bool:
-    a = torch.load(run / "checkpoint.pt", weights_only=True)["model"]
-    b = torch.load(other / "checkpoint.pt", weights_only=True)["model"]
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_val_every_skips_validation_not_training(tiny_stores, tmp_path: Path) -> None:
@@ -154,7 +148,7 @@ def test_val_every_skips_validation_not_training(tiny_stores, tmp_path: Path) ->
     assert [("val_seen_miou" in r) for r in sparse["history"]] == [False, True, True]
     assert all("val_seen_miou" in r for r in every["history"])
     assert sparse["step_losses"] == every["step_losses"]
-    assert _same_weights(tmp_path / "every", tmp_path / "sparse")
+    assert same_weights(tmp_path / "every", tmp_path / "sparse")
     dense = _without_timing(every["history"])
     assert [r for r in _without_timing(sparse["history"]) if "val_loss" in r] == dense[1:]
     metrics = json.loads((tmp_path / "sparse" / "train_metrics.json").read_text())
