@@ -9,6 +9,7 @@ import click
 
 from pipeline.train import FitConfig, fit
 from pipeline.train.defaults import choose_run
+from pipeline.train.episodes import EPISODE_CLASSES
 from stages._cli import (
     OneLineCommand,
     cache_dir_options,
@@ -65,8 +66,9 @@ def _channels(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple
 @click.option("--embed-dim", type=int, default=DEFAULTS.embed_dim,
               help="Pixel/class embedding width of the cosine head (0 = dim, the paper's).")
 @click.option("--temperature", type=float, default=DEFAULTS.temperature)
-@click.option("--episode", type=click.Choice(["present", "all"]), default=DEFAULTS.episode,
-              help="Classes per training image: the seen ones present, or all seen classes.")
+@click.option("--episode", type=click.Choice(EPISODE_CLASSES), default=DEFAULTS.episode,
+              help="Classes per training image: the seen ones present, all seen classes, or "
+                   "one present seen class redrawn every epoch (as the binary evaluation asks).")
 @click.option("--unseen-as", type=click.Choice(["ignore", "background"]),
               default=DEFAULTS.unseen_as,
               help="Unseen-class pixels in training: ignored, or background (negatives).")
@@ -74,6 +76,10 @@ def _channels(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple
               help="Also query this many seen classes ABSENT from each training image (empty "
                    "masks), redrawn every epoch; teaches that a name with nothing to show gets "
                    "no pixels.")
+@click.option("--absent-rate", type=click.FloatRange(min=0, max=1, max_open=True),
+              default=DEFAULTS.absent_rate,
+              help="With --episode single: the share of episodes that ask for a seen class "
+                   "ABSENT from the image (empty mask) instead of a present one.")
 @click.option("--dice-weight", type=click.FloatRange(min=0), default=DEFAULTS.dice_weight,
               help="Loss = BCE + this x soft Dice per class mask (lifts uncertain, e.g. unseen, "
                    "classes' masks towards their true size at p=0.5).")

@@ -57,7 +57,7 @@ def test_cli_writes_checkpoint_and_metrics(tiny_stores, tmp_path: Path) -> None:
     assert {"loss", "train_miou", "val_seen_miou", "images_per_s"} <= set(metrics)
 
 
-@pytest.mark.parametrize("classes", ["present", "all"])
+@pytest.mark.parametrize("classes", ["present", "all", "single"])
 def test_unseen_classes_never_in_episodes(tiny_stores, classes: str) -> None:
     split = get_split("camvid", 0)
     features = CachedFeatureDataset(tiny_stores.visual_paths["train"])
@@ -89,6 +89,55 @@ def test_negatives_add_absent_seen_classes_redrawn_each_epoch(tiny_stores) -> No
             assert not (label[..., None] == torch.tensor(extra)).any()  # absent: empty masks
             draws.add((i, tuple(extra)))
     assert len(draws) > len(episodes)  # epochs draw different absent classes
+
+
+def test_single_episodes_ask_one_present_class_redrawn_each_epoch(tiny_stores,
+                                                                  tmp_path: Path) -> None:
+    split = get_split("camvid", 0)
+    features = CachedFeatureDataset(tiny_stores.visual_paths["train"])
+    episodes = EpisodeDataset(features, split, "single", seed=3)
+    plain = EpisodeDataset(features, split, "present")
+    assert episodes.needs_epoch and not plain.needs_epoch
+    draws = set()
+    for i in range(len(episodes)):
+        present = plain[i]["class_ids"].tolist()
+        for epoch in range(4):
+            ids = episodes[(i, 0, epoch)]["class_ids"].tolist()
+            assert ids == episodes[(i, 0, epoch)]["class_ids"].tolist()  # seeded: same draw
+            assert len(ids) == 1 and ids[0] in present
+            draws.add((i, ids[0]))
+    assert len(draws) > len(episodes)  # epochs ask images for different classes
+    out = tmp_path / "run"
+    result = CliRunner().invoke(main, _args(tiny_stores, out, "--episode", "single"))
+    assert result.exit_code == 0, result.output
+    meta = torch.load(out / "checkpoint.pt", weights_only=True)["meta"]
+    assert meta["train"]["episode"] == "single"
+    metrics = json.loads((out / "train_metrics.json").read_text())
+    assert metrics["val_seen_miou"] > 0  # validated on every present class, by argmax
+
+
+def test_absent_rate_asks_some_single_episodes_for_absent_classes(tiny_stores,
+                                                                  tmp_path: Path) -> None:
+    split = get_split("camvid", 0)
+    features = CachedFeatureDataset(tiny_stores.visual_paths["train"])
+    plain = EpisodeDataset(features, split, "present")
+    episodes = EpisodeDataset(features, split, "single", seed=3, absent_rate=0.5)
+    absent_draws = present_draws = 0
+    for i in range(len(episodes)):
+        present = plain[i]["class_ids"].tolist()
+        for epoch in range(6):
+            (queried,) = episodes[(i, 0, epoch)]["class_ids"].tolist()
+            assert queried in split.seen
+            if queried in present:
+                present_draws += 1
+            else:
+                absent_draws += 1
+                assert not (episodes[(i, 0, epoch)]["label"] == queried).any()  # empty mask
+    assert absent_draws > 0 and present_draws > 0
+    with pytest.raises(ValueError, match="absent_rate"):
+        EpisodeDataset(features, split, "present", absent_rate=0.5)
+    invoke_error(main, _args(tiny_stores, tmp_path / "run", "--absent-rate", "0.5"),
+                 "--absent-rate needs --episode single")
 
 
 def test_fit_with_negatives_runs_and_records_them(tiny_stores, tmp_path: Path) -> None:

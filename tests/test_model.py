@@ -123,6 +123,16 @@ def test_dice_terms_by_hand_ignoring_label_and_padding() -> None:
     assert mask_dice_terms(perfect, label, ids[:, :1])[0].item() == pytest.approx(0.0, abs=1e-6)
 
 
+def test_dice_skips_empty_masks() -> None:
+    label = torch.tensor([[[1, 1, 0, 0]]])
+    logits = torch.tensor([[[[9.0, 9.0, -9.0, -9.0]], [[9.0, -9.0, -9.0, -9.0]]]])
+    ids = torch.tensor([[1, 5]])  # class 5 is absent: its mask is empty
+    total, count = mask_dice_terms(logits, label, ids)
+    only_present = mask_dice_terms(logits[:, :1], label, ids[:, :1])
+    assert count.item() == 1.0 and torch.equal(total, only_present[0])  # slot 2: BCE only
+    assert mask_dice_terms(logits[:, 1:], label, ids[:, 1:])[1].item() == 0.0
+
+
 def test_predicted_classes_threshold_and_mask() -> None:
     logits = torch.tensor([[[[2.0, -1.0]], [[3.0, -2.0]], [[9.0, 9.0]]]])  # (1, 3, 1, 2)
     ids, mask = torch.tensor([[4, 7, 9]]), torch.tensor([[True, True, False]])

@@ -59,10 +59,13 @@ def mask_bce_terms(logits: Tensor, label: Tensor, class_ids: Tensor,
 
 def mask_dice_terms(logits: Tensor, label: Tensor, class_ids: Tensor,
                     text_mask: Tensor | None = None, smooth: float = 1.0) -> tuple[Tensor, Tensor]:
-    """(soft Dice loss summed over the real class slots, their count), over labelled pixels.
+    """(soft Dice loss summed over the real class slots with a non-empty mask, their count),
+    over labelled pixels.
 
     Per slot: ``1 - (2 sum(p t) + smooth) / (sum(p) + sum(t) + smooth)`` with p = sigmoid(logit),
-    t = (label == class id); ignored pixels (255) count in neither sum.
+    t = (label == class id); ignored pixels (255) count in neither sum. Slots whose mask is empty
+    (an absent class, or one a crop cut out) get BCE only, as MaskFormer scores Dice on matched
+    masks only: Dice on an empty mask punishes any pixel at all, teaching "mark nothing".
     """
     target, labelled = mask_targets(logits, label, class_ids)
     probs = logits.sigmoid() * labelled.to(logits.dtype)
@@ -70,6 +73,7 @@ def mask_dice_terms(logits: Tensor, label: Tensor, class_ids: Tensor,
     sizes = probs.flatten(2).sum(-1) + target.flatten(2).sum(-1)
     losses = 1 - (2 * inter + smooth) / (sizes + smooth)
     slots = torch.ones_like(losses) if text_mask is None else text_mask.to(losses.dtype)
+    slots = slots * (target.flatten(2).sum(-1) > 0).to(losses.dtype)
     return (losses * slots).sum(), slots.sum()
 
 

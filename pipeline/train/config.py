@@ -49,6 +49,7 @@ class FitConfig:
     episode: str = "present"  # "present": seen classes in the image; "all": every seen class
     unseen_as: str = "ignore"  # unseen pixels: "ignore" (255) or "background" (negatives)
     negatives: int = 0  # absent seen classes also queried per training episode (redrawn per epoch)
+    absent_rate: float = 0.0  # episode "single": share of episodes asking for an absent class
     dice_weight: float = 0.0  # loss = BCE + dice_weight x soft Dice per class mask
     text_noise: float = 0.0  # Gaussian noise on training text embeddings, relative to their norm
     block_mix: int = 4  # shuffle shards, then images within windows of this many; 0 = per image

@@ -6,11 +6,16 @@ Rules (the zero-shot contract, tested by scanning every episode of a split):
   the dataset's background id (``"background"``, HSNet-style negatives; needs a background).
 - ``classes="present"`` (default, the paper): the episode asks for the seen classes present in
   the image. ``"all"``: every seen class, absent ones giving all-negative masks (more negatives
-  for BCE; also how the seen-class validation mIoU is measured).
+  for BCE; also how the seen-class validation mIoU is measured). ``"single"``: ONE of the seen
+  classes present, redrawn every epoch from (seed, epoch, image), as the binary evaluation asks
+  (one name per image): the other objects in the image are that name's negatives.
+  ``absent_rate`` = P > 0 (``"single"`` only): a share P of those draws asks instead for one
+  seen class ABSENT from the image (an all-negative mask): a name alone with nothing to show
+  gets no pixels, as a random or wrong name should at evaluation.
 - ``negatives`` = K > 0: each episode also asks for K seen classes ABSENT from the image
   (all-negative masks), redrawn every epoch from (seed, epoch, image): the module learns that a
   name with nothing to show gets an empty mask, rather than marking whatever object is there.
-  Needs the epoch: the training sampler yields ``(item, view, epoch)``.
+  Needs the epoch (as ``"single"`` does): the training sampler yields ``(item, view, epoch)``.
 - An unseen class id never appears, neither as a queried class nor as a positive pixel.
   Images without any seen pixel have no episode and are skipped.
 
@@ -35,7 +40,8 @@ from torch.utils.data import Dataset
 from pipeline.data.splits import ZeroShotSplit, training_view
 from pipeline.store.dataset import CachedFeatureDataset
 
-EpisodeClasses = Literal["present", "all"]
+EpisodeClasses = Literal["present", "all", "single"]
+EPISODE_CLASSES: tuple[str, ...] = ("present", "all", "single")
 UnseenAs = Literal["ignore", "background"]
 
 
@@ -45,15 +51,20 @@ class EpisodeDataset(Dataset):
 
     def __init__(self, features: CachedFeatureDataset, split: ZeroShotSplit,
                  classes: EpisodeClasses = "present", unseen_as: UnseenAs = "ignore",
-                 negatives: int = 0, seed: int = 0) -> None:
-        if classes not in ("present", "all"):
-            raise ValueError(f"classes must be 'present' or 'all', not {classes!r}")
+                 negatives: int = 0, seed: int = 0, absent_rate: float = 0.0) -> None:
+        if classes not in EPISODE_CLASSES:
+            raise ValueError(f"classes must be one of {EPISODE_CLASSES}, not {classes!r}")
         if negatives < 0:
             raise ValueError(f"negatives must be >= 0, not {negatives}")
+        if not 0 <= absent_rate < 1 or (absent_rate and classes != "single"):
+            raise ValueError(f"absent_rate must be in [0, 1) and needs classes 'single', not "
+                             f"{absent_rate} with {classes!r}")
         self.features = features
         self.split = split
         self.unseen_as = unseen_as
-        self.negatives = negatives if classes == "present" else 0  # "all" has every absent one
+        self.negatives = negatives if classes != "all" else 0  # "all" has every absent one
+        self.single = classes == "single"
+        self.absent_rate = absent_rate
         self.seed = seed
         self.positions: list[int] = []  # item position in ``features``
         self.class_ids: list[tuple[int, ...]] = []
@@ -61,7 +72,7 @@ class EpisodeDataset(Dataset):
             present, _ = training_view(label, split, unseen_as)
             if present:
                 self.positions.append(position)
-                self.class_ids.append(present if classes == "present" else tuple(split.seen))
+                self.class_ids.append(present if classes != "all" else tuple(split.seen))
 
     def __len__(self) -> int:
         return len(self.positions)
@@ -74,6 +85,22 @@ class EpisodeDataset(Dataset):
     def views(self) -> int:
         """Augmented views per image in the store (0: the plain images only)."""
         return self.features.views
+
+    @property
+    def needs_epoch(self) -> bool:
+        """Whether episodes are redrawn per epoch (the sampler must hand the epoch over)."""
+        return self.single or self.negatives > 0
+
+    def queried_class(self, item: int, epoch: int) -> tuple[int]:
+        """The one seen class image ``item`` is asked for in ``epoch``: a present one, or with
+        probability ``absent_rate`` an absent one."""
+        rng = np.random.default_rng([self.seed % 2**64, epoch, self.positions[item], 1])
+        if self.absent_rate and rng.random() < self.absent_rate:
+            present = set(self.class_ids[item])
+            absent = [c for c in self.split.seen if c not in present]
+            if absent:
+                return (int(rng.choice(absent)),)
+        return (int(rng.choice(self.class_ids[item])),)
 
     def absent_classes(self, item: int, epoch: int) -> tuple[int, ...]:
         """The ``negatives`` seen classes absent from image ``item`` queried in ``epoch``."""
@@ -89,6 +116,8 @@ class EpisodeDataset(Dataset):
         sample = self.features[(self.positions[item], view)]
         _, safe = training_view(sample["label"].numpy(), self.split, self.unseen_as)
         class_ids = self.class_ids[item]
+        if self.single:
+            class_ids = self.queried_class(item, epoch[0] if epoch else 0)
         if self.negatives and epoch:
             class_ids = class_ids + self.absent_classes(item, epoch[0])
         return {

@@ -84,8 +84,11 @@ def open_inputs(config: FitConfig) -> TrainingInputs:
                          f"{config.dataset} uses ids up to {max(split.seen + split.unseen)}")
     if config.unseen_as == "background" and split.background is None:
         raise FusionerError(f"{config.dataset} has no background class: use --unseen-as ignore")
+    if config.absent_rate and config.episode != "single":
+        raise FusionerError(f"--absent-rate needs --episode single, not {config.episode} "
+                            "(--negatives adds absent classes to the other episode kinds)")
     train = EpisodeDataset(features, split, config.episode, config.unseen_as,  # type: ignore[arg-type]
-                           config.negatives, config.seed)
+                           config.negatives, config.seed, config.absent_rate)
     if len(train) == 0:
         raise StoreError(f"{train_path}: no image shows a seen class of fold {config.fold}")
     val = _open_val(config, split, visual_attrs)
@@ -109,7 +112,8 @@ def _open_val(config: FitConfig, split: ZeroShotSplit,
     """Validation episodes, or None when off or not extracted.
 
     Same episode rule as training (``present``: the seen classes present in the image, as in the
-    paper's protocol where the queried class is known to be there), unseen pixels ignored.
+    paper's protocol where the queried class is known to be there), unseen pixels ignored;
+    ``single`` training validates on ``present`` (every present class, compared by argmax).
     """
     if not config.val_split:
         return None
@@ -120,4 +124,5 @@ def _open_val(config: FitConfig, split: ZeroShotSplit,
     same_encoder = {k: visual_attrs[k] for k in IDENTITY_KEYS if k in visual_attrs}
     features = CachedFeatureDataset(path, cache_blocks=1, expect={  # read in order
         **same_encoder, "dataset": config.dataset, "split": config.val_split})
-    return EpisodeDataset(features, split, config.episode, "ignore")  # type: ignore[arg-type]
+    episode = "present" if config.episode == "single" else config.episode
+    return EpisodeDataset(features, split, episode, "ignore")  # type: ignore[arg-type]

@@ -62,7 +62,7 @@ def make_loader(dataset: EpisodeDataset, batch_size: int, runtime: Runtime, seed
     ``shuffle`` with ``block_mix`` > 0: block-shuffled order (``BlockShuffleSampler``), for a
     dataset whose store reader caches ``block_mix`` shards; else image-level shuffling.
     ``views`` > 0: each epoch reads one of views 0..``views`` of every image (``ViewSampler``,
-    which also hands the epoch to the episodes, for their per-epoch ``negatives``).
+    which also hands the epoch to the episodes, for their per-epoch draws).
     """
     sampler: Sampler
     if shuffle and block_mix > 0:
@@ -71,7 +71,7 @@ def make_loader(dataset: EpisodeDataset, batch_size: int, runtime: Runtime, seed
     else:
         sampler = DistributedSampler(dataset, num_replicas=runtime.world_size,
                                      rank=runtime.rank, shuffle=shuffle, seed=seed)
-    if views > 0 or dataset.negatives > 0:
+    if views > 0 or dataset.needs_epoch:
         sampler = ViewSampler(sampler, dataset.blocks(), views, seed)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler,
                       collate_fn=collate_episodes, pin_memory=runtime.device.type == "cuda",
