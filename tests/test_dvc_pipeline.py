@@ -31,10 +31,10 @@ TINY = {
 TINY["extract_coco128"] = {**TINY["extract_visual"], "views": 1}
 TINY["fit_coco128"] = {k: v for k, v in TINY["fit"].items() if k != "fold"}
 TINY["evaluate_coco128"] = {**TINY["evaluate"], "threshold": "adaptive"}
-COCO128_STAGES = {"extract_coco128_visual", "extract_coco128_text", "evaluate_coco128",
-                  *(f"fit_coco128@{fold}" for fold in range(4))}
-TEXT_PAIR_STAGES = {"extract_coco128_text", *(f"fit_coco128@{fold}" for fold in range(4)),
-                    "evaluate_coco128"}  # coco128 extracts the pair itself: its text reruns
+COCO128_STAGES = {"extract_coco128_visual", "extract_coco128_text", "fit_coco128",
+                  "evaluate_coco128"}
+# coco128 extracts the pair itself: its text reruns
+TEXT_PAIR_STAGES = {"extract_coco128_text", "fit_coco128", "evaluate_coco128"}
 
 
 def _sh(repo: Path, *args: str) -> str:
@@ -137,7 +137,7 @@ def _lock_hashes(repo: Path, stage: str) -> list[str]:
 STAGE_MODULES = {"extract_visual": "stages.extract", "extract_text": "stages.extract",
                  "fit": "stages.fit", "evaluate": "stages.evaluate",
                  "extract_coco128_visual": "stages.extract",
-                 "extract_coco128_text": "stages.extract", "fit_coco128": "stages.fit",
+                 "extract_coco128_text": "stages.extract", "fit_coco128": "stages.fit_folds",
                  "evaluate_coco128": "stages.evaluate"}
 _LOADED_FILES = ("import sys, importlib; importlib.import_module(sys.argv[1]); "
                  "print('\\n'.join(m.__file__ for n, m in list(sys.modules.items()) "

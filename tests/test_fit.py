@@ -134,7 +134,7 @@ def test_absent_rate_asks_some_single_episodes_for_absent_classes(tiny_stores,
                 absent_draws += 1
                 assert not (episodes[(i, 0, epoch)]["label"] == queried).any()  # empty mask
     assert absent_draws > 0 and present_draws > 0
-    with pytest.raises(ValueError, match="absent_rate"):
+    with pytest.raises(ValueError, match="--absent-rate needs --episode single"):
         EpisodeDataset(features, split, "present", absent_rate=0.5)
     invoke_error(main, _args(tiny_stores, tmp_path / "run", "--absent-rate", "0.5"),
                  "--absent-rate needs --episode single")

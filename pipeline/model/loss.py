@@ -70,10 +70,10 @@ def mask_dice_terms(logits: Tensor, label: Tensor, class_ids: Tensor,
     target, labelled = mask_targets(logits, label, class_ids)
     probs = logits.sigmoid() * labelled.to(logits.dtype)
     inter = (probs * target).flatten(2).sum(-1)
-    sizes = probs.flatten(2).sum(-1) + target.flatten(2).sum(-1)
-    losses = 1 - (2 * inter + smooth) / (sizes + smooth)
+    target_sizes = target.flatten(2).sum(-1)
+    losses = 1 - (2 * inter + smooth) / (probs.flatten(2).sum(-1) + target_sizes + smooth)
     slots = torch.ones_like(losses) if text_mask is None else text_mask.to(losses.dtype)
-    slots = slots * (target.flatten(2).sum(-1) > 0).to(losses.dtype)
+    slots = slots * (target_sizes > 0).to(losses.dtype)
     return (losses * slots).sum(), slots.sum()
 
 

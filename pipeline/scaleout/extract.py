@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import threading
 import time
 import uuid
@@ -34,6 +33,7 @@ from pipeline.extract import encode_shards, finish_report, open_visual_writer
 from pipeline.store.layout import identity
 from pipeline.store.location import RemoteLocation, StoreLocation
 from pipeline.store.visual import DEFAULT_SHARD_IMAGES, VisualStoreWriter
+from pipeline.train.distributed import cpu_cores
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ def _default_threads() -> int:
     """This worker's share of the machine's cores (one per concurrent task slot)."""
     from distributed import get_worker
 
-    return max(1, _cores() // max(1, get_worker().state.nthreads))
+    return max(1, cpu_cores() // max(1, get_worker().state.nthreads))
 
 
 def _provide(dataset: SegmentationDataset) -> SegmentationDataset:
@@ -234,10 +234,5 @@ def dask_client(scheduler: str | None = None, workers: int | None = None) -> Ite
 
 def local_torch_threads(workers: int) -> int:
     """Torch threads per task when ``workers`` single-threaded workers share this machine."""
-    return max(1, _cores() // workers)
+    return max(1, cpu_cores() // workers)
 
-
-def _cores() -> int:
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    return os.cpu_count() or 1

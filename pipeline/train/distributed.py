@@ -46,6 +46,13 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def cpu_cores() -> int:
+    """CPU cores this process may run on (its affinity where the OS tells it)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
 def setup_runtime(device: str = "auto") -> Runtime:
     """Pick the device (``auto``: CUDA if present) and join the process group under torchrun."""
     device = resolve_device(device)

@@ -57,8 +57,9 @@ class EpisodeDataset(Dataset):
         if negatives < 0:
             raise ValueError(f"negatives must be >= 0, not {negatives}")
         if not 0 <= absent_rate < 1 or (absent_rate and classes != "single"):
-            raise ValueError(f"absent_rate must be in [0, 1) and needs classes 'single', not "
-                             f"{absent_rate} with {classes!r}")
+            raise ValueError(f"--absent-rate needs --episode single and a value in [0, 1), "
+                             f"not {absent_rate} with {classes} episodes (--negatives adds "
+                             "absent classes to the other episode kinds)")
         self.features = features
         self.split = split
         self.unseen_as = unseen_as
@@ -96,19 +97,22 @@ class EpisodeDataset(Dataset):
         probability ``absent_rate`` an absent one."""
         rng = np.random.default_rng([self.seed % 2**64, epoch, self.positions[item], 1])
         if self.absent_rate and rng.random() < self.absent_rate:
-            present = set(self.class_ids[item])
-            absent = [c for c in self.split.seen if c not in present]
+            absent = self._absent_seen(item)
             if absent:
                 return (int(rng.choice(absent)),)
         return (int(rng.choice(self.class_ids[item])),)
 
     def absent_classes(self, item: int, epoch: int) -> tuple[int, ...]:
         """The ``negatives`` seen classes absent from image ``item`` queried in ``epoch``."""
-        present = set(self.class_ids[item])
-        absent = [c for c in self.split.seen if c not in present]
+        absent = self._absent_seen(item)
         rng = np.random.default_rng([self.seed % 2**64, epoch, self.positions[item]])
         count = min(self.negatives, len(absent))
         return tuple(sorted(int(c) for c in rng.choice(absent, size=count, replace=False)))
+
+    def _absent_seen(self, item: int) -> list[int]:
+        """The seen classes absent from image ``item`` (in the split's order)."""
+        present = set(self.class_ids[item])
+        return [c for c in self.split.seen if c not in present]
 
     def __getitem__(self, key: int | tuple[int, ...]) -> dict[str, Any]:
         """``item``, ``(item, view)`` or ``(item, view, epoch)`` (negatives need the epoch)."""

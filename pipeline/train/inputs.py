@@ -84,11 +84,11 @@ def open_inputs(config: FitConfig) -> TrainingInputs:
                          f"{config.dataset} uses ids up to {max(split.seen + split.unseen)}")
     if config.unseen_as == "background" and split.background is None:
         raise FusionerError(f"{config.dataset} has no background class: use --unseen-as ignore")
-    if config.absent_rate and config.episode != "single":
-        raise FusionerError(f"--absent-rate needs --episode single, not {config.episode} "
-                            "(--negatives adds absent classes to the other episode kinds)")
-    train = EpisodeDataset(features, split, config.episode, config.unseen_as,  # type: ignore[arg-type]
-                           config.negatives, config.seed, config.absent_rate)
+    try:
+        train = EpisodeDataset(features, split, config.episode, config.unseen_as,  # type: ignore[arg-type]
+                               config.negatives, config.seed, config.absent_rate)
+    except ValueError as exc:
+        raise FusionerError(str(exc)) from exc
     if len(train) == 0:
         raise StoreError(f"{train_path}: no image shows a seen class of fold {config.fold}")
     val = _open_val(config, split, visual_attrs)
