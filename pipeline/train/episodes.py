@@ -30,7 +30,7 @@ Episodes carry class ids; text embeddings are looked up by id in the training lo
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ from pipeline.data.splits import ZeroShotSplit, training_view
 from pipeline.store.dataset import CachedFeatureDataset
 
 EpisodeClasses = Literal["present", "all", "single"]
-EPISODE_CLASSES: tuple[str, ...] = ("present", "all", "single")
+EPISODE_CLASSES: tuple[str, ...] = get_args(EpisodeClasses)
 UnseenAs = Literal["ignore", "background"]
 
 

@@ -1,7 +1,8 @@
 """Several fold fits side by side: one training process per fold, a few at a time.
 
-A small fusion fit uses extra cores poorly (on 2 cores, 2 threads are barely faster than 1), so
-on a CPU machine folds run sooner as single-thread processes side by side than one after another.
+A small fusion fit uses extra cores poorly (on 2 cores, one fit runs about 1.4x faster at 2
+threads than at 1), so on a CPU machine folds run sooner as single-thread processes side by side
+than one after another.
 Each process gets ``cores // processes`` torch threads; its output lines are prefixed with its
 fold. The first failing fold stops the others (their finished epochs stay in ``last.pt``).
 """
