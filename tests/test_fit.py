@@ -10,7 +10,7 @@ import torch
 import zarr
 from click.testing import CliRunner
 
-from pipeline.data import get_split
+from pipeline.data import ZeroShotSplit, get_split
 from pipeline.model import load_fusion_checkpoint
 from pipeline.store import CachedFeatureDataset
 from pipeline.train import EpisodeDataset, FitConfig, fit, trainer
@@ -57,10 +57,15 @@ def test_cli_writes_checkpoint_and_metrics(tiny_stores, tmp_path: Path) -> None:
     assert {"loss", "train_miou", "val_seen_miou", "images_per_s"} <= set(metrics)
 
 
+@pytest.fixture
+def fold0_train(tiny_stores) -> tuple[ZeroShotSplit, CachedFeatureDataset]:
+    """CamVid fold 0 and the tiny train store: what the episode tests draw from."""
+    return get_split("camvid", 0), CachedFeatureDataset(tiny_stores.visual_paths["train"])
+
+
 @pytest.mark.parametrize("classes", ["present", "all", "single"])
-def test_unseen_classes_never_in_episodes(tiny_stores, classes: str) -> None:
-    split = get_split("camvid", 0)
-    features = CachedFeatureDataset(tiny_stores.visual_paths["train"])
+def test_unseen_classes_never_in_episodes(fold0_train, classes: str) -> None:
+    split, features = fold0_train
     assert set(features.labels().ravel().tolist()) & set(split.unseen)  # the store has them
     episodes = EpisodeDataset(features, split, classes)  # type: ignore[arg-type]
     assert len(episodes) > 0
@@ -70,9 +75,8 @@ def test_unseen_classes_never_in_episodes(tiny_stores, classes: str) -> None:
         assert not set(item["label"].unique().tolist()) & set(split.unseen)
 
 
-def test_negatives_add_absent_seen_classes_redrawn_each_epoch(tiny_stores) -> None:
-    split = get_split("camvid", 0)
-    features = CachedFeatureDataset(tiny_stores.visual_paths["train"])
+def test_negatives_add_absent_seen_classes_redrawn_each_epoch(fold0_train) -> None:
+    split, features = fold0_train
     episodes = EpisodeDataset(features, split, "present", negatives=2, seed=3)
     plain = EpisodeDataset(features, split, "present")
     draws = set()
@@ -91,10 +95,9 @@ def test_negatives_add_absent_seen_classes_redrawn_each_epoch(tiny_stores) -> No
     assert len(draws) > len(episodes)  # epochs draw different absent classes
 
 
-def test_single_episodes_ask_one_present_class_redrawn_each_epoch(tiny_stores,
+def test_single_episodes_ask_one_present_class_redrawn_each_epoch(tiny_stores, fold0_train,
                                                                   tmp_path: Path) -> None:
-    split = get_split("camvid", 0)
-    features = CachedFeatureDataset(tiny_stores.visual_paths["train"])
+    split, features = fold0_train
     episodes = EpisodeDataset(features, split, "single", seed=3)
     plain = EpisodeDataset(features, split, "present")
     assert episodes.needs_epoch and not plain.needs_epoch
@@ -116,10 +119,9 @@ def test_single_episodes_ask_one_present_class_redrawn_each_epoch(tiny_stores,
     assert metrics["val_seen_miou"] > 0  # validated on every present class, by argmax
 
 
-def test_absent_rate_asks_some_single_episodes_for_absent_classes(tiny_stores,
+def test_absent_rate_asks_some_single_episodes_for_absent_classes(tiny_stores, fold0_train,
                                                                   tmp_path: Path) -> None:
-    split = get_split("camvid", 0)
-    features = CachedFeatureDataset(tiny_stores.visual_paths["train"])
+    split, features = fold0_train
     plain = EpisodeDataset(features, split, "present")
     episodes = EpisodeDataset(features, split, "single", seed=3, absent_rate=0.5)
     absent_draws = present_draws = 0
