@@ -14,6 +14,7 @@ from pipeline.data import ZeroShotSplit, get_split
 from pipeline.model import load_fusion_checkpoint
 from pipeline.store import CachedFeatureDataset
 from pipeline.train import EpisodeDataset, FitConfig, fit, trainer
+from pipeline.train.episodes import EPISODE_CLASSES
 from pipeline.train.loop import Objective
 from stages.fit import main
 from tests.helpers import run_without_encoders, same_weights
@@ -63,7 +64,7 @@ def fold0_train(tiny_stores) -> tuple[ZeroShotSplit, CachedFeatureDataset]:
     return get_split("camvid", 0), CachedFeatureDataset(tiny_stores.visual_paths["train"])
 
 
-@pytest.mark.parametrize("classes", ["present", "all", "single"])
+@pytest.mark.parametrize("classes", EPISODE_CLASSES)
 def test_unseen_classes_never_in_episodes(fold0_train, classes: str) -> None:
     split, features = fold0_train
     assert set(features.labels().ravel().tolist()) & set(split.unseen)  # the store has them
