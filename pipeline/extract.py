@@ -97,6 +97,9 @@ def visual_store_attrs(encoder: VisualEncoder, dataset: SegmentationDataset,
     }
     if views is not None and views.count:
         attrs["views"] = views.attrs()
+    built_for_fold = getattr(dataset, "built_for_fold", None)  # fold mosaics: one fold only
+    if built_for_fold is not None:
+        attrs["built_for_fold"] = int(built_for_fold)
     return attrs
 
 

@@ -134,7 +134,9 @@ def cache_dir_options(fn: F) -> F:
     options = (
         click.option("--cache-dir", default=str(DEFAULT_CACHE_DIR),
                      help="Root of the embedding store: a folder, or an fsspec URL "
-                          "(s3://bucket/prefix, gs://..., memory://...)."),
+                          "(s3://bucket/prefix, gs://..., memory://...). fusioner-fit and "
+                          "fusioner-evaluate replace {fold} with the fold (a cache per fold, "
+                          "as fold mosaics need)."),
         click.option("--storage-option", "storage_options", multiple=True, metavar="KEY=VALUE",
                      help="fsspec option of a URL --cache-dir, e.g. endpoint_url=http://host:9000 "
                           "or profile=NAME; repeat for several. Credentials: prefer AWS_* env "

@@ -39,6 +39,9 @@ def _line(name: str, scores: dict) -> str:
               help="Fusion checkpoint; repeat it (one per fold) to report each fold and the mean.")
 @cache_dir_options
 @click.option("--split", default="val", help="Store split to evaluate.")
+@click.option("--dataset", default=None,
+              help="Evaluate on this dataset's stores (same class names) instead of the one "
+                   "the checkpoints trained on, e.g. coco128_mosaic for coco128 checkpoints.")
 @click.option("--data-root", type=click.Path(path_type=Path), default=None,
               help="Dataset folder, for the overlay images [default: $FUSIONER_DATA/<dataset>].")
 @click.option("--mode", type=click.Choice(["binary", "multiclass", "both"]), default="both",
@@ -68,7 +71,8 @@ def _line(name: str, scores: dict) -> str:
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @one_line_errors
 def main(checkpoints: tuple[Path, ...], cache_dir: StoreLocation, split: str,
-         data_root: Path | None, mode: str, baselines: bool, seen_reference: bool,
+         dataset: str | None, data_root: Path | None, mode: str, baselines: bool,
+         seen_reference: bool,
          threshold: Threshold, resolution: str, out_metrics: Path,
          out_plots: Path, num_overlays: int, batch_size: int, num_workers: int, device: str,
          seed: int, no_progress: bool, verbose: bool) -> None:
@@ -80,15 +84,15 @@ def main(checkpoints: tuple[Path, ...], cache_dir: StoreLocation, split: str,
     if batch_size < 1 or num_overlays < 0:
         raise click.BadParameter("need --batch-size >= 1 and --num-overlays >= 0")
     modes = MODES if mode == "both" else (mode,)
-    folds = open_folds(checkpoints, cache_dir, split, resolve_device(device))
-    dataset = None
+    folds = open_folds(checkpoints, cache_dir, split, resolve_device(device), dataset)
+    source = None
     if num_overlays or resolution == "original":
-        dataset, folds = source_dataset(folds, split, data_root, resolution == "original")
+        source, folds = source_dataset(folds, split, data_root, resolution == "original")
     results = run_folds(folds, modes=modes, baselines=baselines,  # type: ignore[arg-type]
                         seen_reference=seen_reference, seed=seed,
                         batch_size=batch_size, threshold=threshold, num_workers=num_workers,
                         num_overlays=num_overlays, progress=not no_progress)
-    written = write_outputs(results, split, out_metrics, out_plots, dataset, threshold)
+    written = write_outputs(results, split, out_metrics, out_plots, source, threshold)
     document = written["metrics"]
     click.echo(f"{document['dataset']}/{split} folds {document['folds']} unseen "
                f"{document['unseen_classes']} ({document['units']}):")

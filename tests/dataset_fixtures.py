@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import yaml
 from PIL import Image
 
 from pipeline.data.coco import COCO_CLASSES
@@ -139,4 +140,22 @@ def make_folder(root: Path, names: tuple[str, ...] = ("background", "cat", "dog"
     for n, (stem, ids) in enumerate({"a": [1], "b": [2, 1], "c": [2]}.items()):
         write_image(root / "images" / f"{stem}.jpg", n)
         write_mask(root / "masks" / f"{stem}.png", blocks(ids))
+    return root
+
+
+YOLO_NAMES = {0: "cat", 1: "dog", 2: "kite"}
+
+
+def make_yolo(root: Path, labels: dict[str, dict[str, str | None]],
+              names: dict | list = YOLO_NAMES, size: tuple[int, int] = (40, 32)) -> Path:
+    """data.yaml + images/<split>/<stem>.jpg + labels/<split>/<stem>.txt (None: no label file)."""
+    for split, stems in labels.items():
+        for n, (stem, text) in enumerate(stems.items()):
+            write_image(root / "images" / split / f"{stem}.jpg", n, size)
+            if text is not None:
+                label = root / "labels" / split / f"{stem}.txt"
+                label.parent.mkdir(parents=True, exist_ok=True)
+                label.write_text(text + "\n")
+    data = {"path": ".", "names": names, **{s: f"images/{s}" for s in labels}}
+    (root / "data.yaml").write_text(yaml.safe_dump(data))
     return root

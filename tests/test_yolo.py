@@ -22,27 +22,11 @@ from pipeline.data.yolo import Instance, paint_instances
 from pipeline.errors import BadInputError, UnknownNameError
 from pipeline.store import CachedFeatureDataset
 from stages import extract
-from tests.dataset_fixtures import write_image
+from tests.dataset_fixtures import make_yolo
 from tests.tally import expect_one_line_error, invoke, nothing_lost
 
-NAMES = {0: "cat", 1: "dog", 2: "kite"}
 BIG = "0 0.0 0.0 1.0 0.0 1.0 1.0 0.0 1.0"  # a cat covering the whole image
 SMALL = "1 0.25 0.25 0.75 0.25 0.75 0.75 0.25 0.75"  # a dog in the middle
-
-
-def make_yolo(root: Path, labels: dict[str, dict[str, str | None]],
-              names: dict | list = NAMES, size: tuple[int, int] = (40, 32)) -> Path:
-    """data.yaml + images/<split>/<stem>.jpg + labels/<split>/<stem>.txt (None: no label file)."""
-    for split, stems in labels.items():
-        for n, (stem, text) in enumerate(stems.items()):
-            write_image(root / "images" / split / f"{stem}.jpg", n, size)
-            if text is not None:
-                label = root / "labels" / split / f"{stem}.txt"
-                label.parent.mkdir(parents=True, exist_ok=True)
-                label.write_text(text + "\n")
-    data = {"path": ".", "names": names, **{s: f"images/{s}" for s in labels}}
-    (root / "data.yaml").write_text(yaml.safe_dump(data))
-    return root
 
 
 def test_yolo_layout_painting_and_background(tmp_path: Path) -> None:

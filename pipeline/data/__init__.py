@@ -10,6 +10,7 @@ from pipeline.data.camvid import CamVid
 from pipeline.data.coco import Coco
 from pipeline.data.folder import FolderDataset
 from pipeline.data.fss import FSS1000
+from pipeline.data.instance_mosaic import InstanceMosaic, build_fold_mosaics
 from pipeline.data.mosaic import Mosaic4, build_mosaic4
 from pipeline.data.pascal import PascalVOC
 from pipeline.data.splits import (
@@ -32,8 +33,14 @@ _DATASETS: dict[str, tuple[DatasetFactory, str]] = {
     "folder": (FolderDataset, "folder"),  # a user's own images/ + masks/ + classes.txt
     "yolo": (YoloSegDataset, "yolo"),  # any Ultralytics YOLO-seg dataset (data.yaml)
     "coco128": (Coco128, "coco128-seg"),  # the embedded many-class dataset, fixed hold-out
+    # fold mosaics of instance crops (fusioner-mosaic): seen crops to train, unseen to evaluate
+    "coco128_mosaic": (lambda root, split: InstanceMosaic(root, split, "coco128_mosaic"),
+                       "coco128_mosaic"),
+    "yolo_mosaic": (lambda root, split: InstanceMosaic(root, split, "yolo_mosaic"),
+                    "yolo_mosaic"),
 }
-for _name in ("yolo", "coco128"):
+MOSAIC_OF = {"coco128": "coco128_mosaic", "yolo": "yolo_mosaic"}  # source -> mosaic dataset
+for _name in ("yolo", "coco128", *MOSAIC_OF.values()):
     register_interleaved_split(_name)
 
 
@@ -60,6 +67,7 @@ __all__ = [
     "Sample",
     "SegmentationDataset",
     "ZeroShotSplit",
+    "build_fold_mosaics",
     "build_mosaic4",
     "create_dataset",
     "get_split",

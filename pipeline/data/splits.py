@@ -11,14 +11,14 @@ pixels become ignore (default) or background, so no unseen class reaches a train
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from pipeline.data.base import IGNORE_INDEX
-from pipeline.errors import UnknownNameError
+from pipeline.errors import StoreError, UnknownNameError
 
 BACKGROUND = "background"  # the class name that marks a dataset's background id
 
@@ -179,3 +179,12 @@ def all_unseen_split(dataset: str, class_names: Sequence[str], fold: int = 0) ->
     bg = background_id(class_names)
     unseen = tuple(c for c in range(len(class_names)) if c != bg)
     return ZeroShotSplit(dataset, 0, (), unseen, background=bg)
+
+
+def check_store_fold(attrs: Mapping[str, Any], fold: int, where: object) -> None:
+    """Refuse a store of images built for one fold (``built_for_fold``: fold mosaics) when
+    another ``fold`` is trained or evaluated on it."""
+    built = attrs.get("built_for_fold")
+    if built is not None and int(built) != fold:
+        raise StoreError(f"{where}: its images were built for fold {built}, not fold {fold} "
+                         f"(build and extract fold {fold}'s mosaics into their own --cache-dir)")

@@ -213,11 +213,19 @@ class YoloSegDataset(ImageFileDataset):
                     raise BadInputError(f"{label}: label file without its image")
                 log.info("%s: known label file without an image, skipped", label)
 
+    def image_path(self, index: int) -> Path:
+        """The image file of sample ``index``."""
+        return self._images[index]
+
+    def instances(self, index: int) -> list[Instance]:
+        """The labelled polygons of sample ``index`` (parsed when the dataset was opened)."""
+        return self._instances[self._images[index]]
+
     def __getitem__(self, index: int) -> Sample:
         path = self._images[index]
         image = load_rgb_image(path)
         return Sample(image_id=path.stem, image=image,
-                      label=paint_instances(self._instances[path], image.size))
+                      label=paint_instances(self.instances(index), image.size))
 
     def zero_shot_split(self, fold: int) -> ZeroShotSplit:
         """4 interleaved folds over the class indices (COCO-20i's rule)."""

@@ -136,7 +136,9 @@ def metrics_document(results: Sequence[FoldResult], split: str,
         "units": UNITS,
         "protocol": {mode: protocol(mode, first.resolution, threshold) for mode in modes},
         "threshold": threshold,
-        "dataset": first.meta["dataset"],
+        "dataset": first.split.dataset,
+        **({"trained_on": first.meta["dataset"]}
+           if first.meta["dataset"] != first.split.dataset else {}),
         "split": split,
         "visual": first.meta["visual"]["encoder"],
         "text": first.meta["text"]["encoder"],
@@ -213,7 +215,7 @@ def source_dataset(folds: Sequence[FoldInputs], split: str, data_root: Path | st
                    original: bool = False) -> tuple[SegmentationDataset, list[FoldInputs]]:
     """The dataset the folds' store was extracted from (for overlay images) and the folds, each
     with ``truth`` = its original masks when ``original``; one error if an image is missing."""
-    dataset = create_dataset(folds[0].meta["dataset"], split, data_root)
+    dataset = create_dataset(folds[0].split.dataset, split, data_root)
     checked = []
     for fold in folds:
         truth = OriginalLabels(dataset, fold.features.image_ids(), str(fold.features.path))

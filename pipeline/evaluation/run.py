@@ -34,7 +34,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
-from pipeline.data.splits import ZeroShotSplit, evaluation_episodes
+from pipeline.data.splits import ZeroShotSplit, check_store_fold, evaluation_episodes
 from pipeline.errors import FusionerError, StoreError
 from pipeline.evaluation.labels import OriginalLabels
 from pipeline.metrics import IoUAccumulator, IoUResult, RankingAccumulator, prediction_map
@@ -43,6 +43,8 @@ from pipeline.model.fusion import FusionModel, upsample_logits
 from pipeline.store import (
     CachedFeatureDataset,
     StoreLocation,
+    as_location,
+    for_fold,
     loader_kwargs,
     open_visual_store,
     read_text_store,
@@ -106,10 +108,13 @@ class FoldResult:
 
 
 def open_fold(checkpoint: Path | str, cache_dir: StoreLocation | str, split: str,
-              device: str | torch.device = "cpu") -> FoldInputs:
-    """Load ``checkpoint`` and open its pair's stores for ``split``; ``StoreError`` on mismatch."""
+              device: str | torch.device = "cpu", dataset: str | None = None) -> FoldInputs:
+    """Load ``checkpoint`` and open its pair's stores for ``split`` of ``dataset`` (None: the
+    dataset it was trained on; another must have the same class names); ``StoreError`` on
+    mismatch."""
     model, meta = load_fusion_checkpoint(checkpoint, device)
-    dataset = meta["dataset"]
+    dataset = dataset or meta["dataset"]
+    cache_dir = for_fold(as_location(cache_dir), int(meta["fold"]))
     visual_path = visual_store_path(cache_dir, meta["visual"]["encoder"], dataset, split)
     features = CachedFeatureDataset(visual_path, cache_blocks=1,  # read in order, shard by shard
                                     expect={**visual_expect(meta), "dataset": dataset,
@@ -122,6 +127,7 @@ def open_fold(checkpoint: Path | str, cache_dir: StoreLocation | str, split: str
         if [str(n) for n in found] != names:
             raise StoreError(f"{where}: class names {list(found)} differ from the checkpoint's "
                              f"{names}")
+    check_store_fold(features.attrs, int(meta["fold"]), visual_path)
     labels = open_visual_store(visual_path)["labels"]
     if labels.shape[0] == 0:
         raise StoreError(f"{visual_path}: the store holds no image")
@@ -309,11 +315,12 @@ def evaluate_fold(inputs: FoldInputs, methods: Sequence[Method], modes: Sequence
 
 
 def open_folds(checkpoints: Sequence[Path | str], cache_dir: StoreLocation | str, split: str,
-               device: str | torch.device = "cpu") -> list[FoldInputs]:
+               device: str | torch.device = "cpu", dataset: str | None = None
+               ) -> list[FoldInputs]:
     """One checkpoint per fold, all opened (and cross-checked) before anything is evaluated."""
     folds: list[FoldInputs] = []
     for checkpoint in checkpoints:
-        folds.append(open_fold(checkpoint, cache_dir, split, device))
+        folds.append(open_fold(checkpoint, cache_dir, split, device, dataset))
         _check_same_setting(folds[0], folds[-1], folds[:-1])
     return folds
 

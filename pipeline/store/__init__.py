@@ -12,6 +12,7 @@ from pipeline.store.location import (
     RemoteLocation,
     StoreLocation,
     as_location,
+    for_fold,
     is_url,
     store_exists,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "TextEmbeddings",
     "VisualStoreWriter",
     "as_location",
+    "for_fold",
     "check_provenance",
     "is_url",
     "loader_kwargs",

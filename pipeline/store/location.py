@@ -85,6 +85,16 @@ def as_location(where: str | os.PathLike[str] | RemoteLocation,
     return Path(text.removeprefix("file://"))
 
 
+FOLD_FIELD = "{fold}"  # in a cache location: the fold's own cache (fold mosaics keep one each)
+
+
+def for_fold(where: StoreLocation, fold: int) -> StoreLocation:
+    """``where`` with every ``{fold}`` replaced by ``fold``; unchanged without one."""
+    if isinstance(where, RemoteLocation):
+        return RemoteLocation(where.url.replace(FOLD_FIELD, str(fold)), where.storage_options)
+    return Path(str(where).replace(FOLD_FIELD, str(fold)))
+
+
 def open_group(where: StoreLocation, mode: str) -> zarr.Group:
     """``zarr.open_group`` on a folder or (through zarr's ``FsspecStore``) a URL."""
     if isinstance(where, RemoteLocation):

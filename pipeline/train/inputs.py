@@ -13,7 +13,7 @@ from typing import Any
 
 import torch
 
-from pipeline.data.splits import ZeroShotSplit, get_split
+from pipeline.data.splits import ZeroShotSplit, check_store_fold, get_split
 from pipeline.errors import FusionerError, StoreError
 from pipeline.model.checkpoint import IDENTITY_KEYS, TEXT_KEYS, VISUAL_KEYS, provenance
 from pipeline.store import (
@@ -79,6 +79,7 @@ def open_inputs(config: FitConfig) -> TrainingInputs:
         raise StoreError(f"{train_path}: class names {names} differ from the text store's "
                          f"{text.class_names} (re-extract one of them)")
     split = get_split(config.dataset, config.fold, names)
+    check_store_fold(visual_attrs, config.fold, train_path)
     if max(split.seen + split.unseen) >= len(names):
         raise StoreError(f"{train_path}: {len(names)} classes, but fold {config.fold} of "
                          f"{config.dataset} uses ids up to {max(split.seen + split.unseen)}")
@@ -125,4 +126,8 @@ def _open_val(config: FitConfig, split: ZeroShotSplit,
     features = CachedFeatureDataset(path, cache_blocks=1, expect={  # read in order
         **same_encoder, "dataset": config.dataset, "split": config.val_split})
     episode = "present" if config.episode == "single" else config.episode
-    return EpisodeDataset(features, split, episode, "ignore")  # type: ignore[arg-type]
+    val = EpisodeDataset(features, split, episode, "ignore")  # type: ignore[arg-type]
+    if len(val) == 0:  # e.g. fold mosaics: their val images show unseen classes only
+        log.warning("%s: no image shows a seen class, validation metrics are skipped", path)
+        return None
+    return val
