@@ -10,6 +10,7 @@ import click
 
 from pipeline.data import MOSAIC_OF, create_dataset
 from pipeline.data.instance_mosaic import DEFAULT_MIN_SIDE, build_fold_mosaics
+from pipeline.data.splits import INTERLEAVED_FOLDS
 from stages._cli import OneLineCommand, one_line_errors, setup_logging
 
 log = logging.getLogger("fusioner.mosaic")
@@ -20,7 +21,7 @@ log = logging.getLogger("fusioner.mosaic")
               help="YOLO-seg source of the instance crops.")
 @click.option("--data-root", type=click.Path(path_type=Path), default=None,
               help="The source's root (default: its folder under the data root).")
-@click.option("--fold", type=click.IntRange(0, 3), required=True,
+@click.option("--fold", type=click.IntRange(0, INTERLEAVED_FOLDS - 1), required=True,
               help="Zero-shot fold: train mosaics show its seen classes, val its unseen ones.")
 @click.option("--out", type=click.Path(path_type=Path), required=True,
               help="Output folder (train/ and val/ are replaced whole).")
