@@ -7,7 +7,6 @@ from pathlib import Path
 
 import click
 
-from pipeline.store import for_fold
 from pipeline.train import FitConfig, fit
 from pipeline.train.defaults import choose_run
 from pipeline.train.episodes import EPISODE_CLASSES
@@ -114,7 +113,6 @@ def main(visual: str | None, text: str | None, dataset: str | None, no_progress:
     run, message = choose_run(visual, text, dataset)
     if os.environ.get("RANK", "0") == "0":  # once under torchrun
         click.echo(message)
-    options["cache_dir"] = for_fold(options["cache_dir"], options["fold"])  # type: ignore[arg-type]
     config = FitConfig(visual=run.visual, text=run.text, dataset=run.dataset,
                        progress=not no_progress, **options)  # type: ignore[arg-type]
     fit(config)

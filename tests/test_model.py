@@ -12,6 +12,7 @@ from pipeline.errors import StoreError
 from pipeline.model import (
     FusionConfig,
     FusionModel,
+    MaskTargets,
     check_checkpoint_provenance,
     load_fusion_checkpoint,
     mask_bce_loss,
@@ -111,26 +112,32 @@ def test_ignore_label_and_padding_get_no_gradient() -> None:
     assert not torch.equal(mask_bce_loss(logits.detach(), other, ids, mask), loss.detach())
 
 
+def dice(logits: torch.Tensor, label: torch.Tensor, ids: torch.Tensor,
+         mask: torch.Tensor | None = None, smooth: float = 1.0) -> tuple[torch.Tensor, ...]:
+    """``mask_dice_terms`` on the targets of ``label``."""
+    return mask_dice_terms(logits, MaskTargets.of(logits, label, ids, mask), smooth=smooth)
+
+
 def test_dice_terms_by_hand_ignoring_label_and_padding() -> None:
     label = torch.tensor([[[1, 1, 0, 255]]])  # (1, 1, 4): class 1 on two pixels, one ignored
     logits = torch.tensor([[[[0.0, 0.0, 0.0, 9.0]], [[9.0, 9.0, 9.0, 9.0]]]])  # (1, 2, 1, 4)
     ids, mask = torch.tensor([[1, 0]]), torch.tensor([[True, False]])  # slot 2 is padding
-    total, count = mask_dice_terms(logits, label, ids, mask, smooth=0.0)
+    total, count = dice(logits, label, ids, mask, smooth=0.0)
     # slot 0: p = 0.5 on the three labelled pixels, target 1 on two: 1 - 2 * 1 / (1.5 + 2)
     assert count.item() == 1.0
     assert total.item() == pytest.approx(1 - 2.0 / 3.5)
     perfect = torch.tensor([[[[30.0, 30.0, -30.0, -30.0]]]])
-    assert mask_dice_terms(perfect, label, ids[:, :1])[0].item() == pytest.approx(0.0, abs=1e-6)
+    assert dice(perfect, label, ids[:, :1])[0].item() == pytest.approx(0.0, abs=1e-6)
 
 
 def test_dice_skips_empty_masks() -> None:
     label = torch.tensor([[[1, 1, 0, 0]]])
     logits = torch.tensor([[[[9.0, 9.0, -9.0, -9.0]], [[9.0, -9.0, -9.0, -9.0]]]])
     ids = torch.tensor([[1, 5]])  # class 5 is absent: its mask is empty
-    total, count = mask_dice_terms(logits, label, ids)
-    only_present = mask_dice_terms(logits[:, :1], label, ids[:, :1])
+    total, count = dice(logits, label, ids)
+    only_present = dice(logits[:, :1], label, ids[:, :1])
     assert count.item() == 1.0 and torch.equal(total, only_present[0])  # slot 2: BCE only
-    assert mask_dice_terms(logits[:, 1:], label, ids[:, 1:])[1].item() == 0.0
+    assert dice(logits[:, 1:], label, ids[:, 1:])[1].item() == 0.0
 
 
 def test_predicted_classes_threshold_and_mask() -> None:

@@ -18,6 +18,7 @@ other fold is refused, and ``built_for_fold`` is recorded in the stores extracte
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -26,15 +27,16 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from pipeline.data.base import IGNORE_INDEX, load_rgb_image
+from pipeline.data.base import IGNORE_INDEX
 from pipeline.data.folder import FolderDataset
 from pipeline.data.mosaic import MANIFEST, write_mosaics
 from pipeline.data.splits import ZeroShotSplit, interleaved_split
-from pipeline.data.yolo import YoloSegDataset, paint_instances
+from pipeline.data.yolo import YoloSegDataset
 from pipeline.errors import BadInputError
 
 DEFAULT_MIN_SIDE = 32  # pixels of the source image
 DEFAULT_MARGIN = 0.1  # of the box's longer side, on each side
+SAMPLE_CACHE = 64  # decoded samples kept while tiling
 
 
 def square_box(points: np.ndarray, size: tuple[int, int],
@@ -60,37 +62,37 @@ class InstanceCrops:
         self.dataset, self.fold, self.min_side, self.margin = dataset, fold, min_side, margin
         self.class_names = dataset.class_names
         self.classes = tuple(sorted(set(classes)))
-        self._tiles: list[tuple[int, int]] = []  # (sample index, instance index)
+        self._tiles: list[tuple[int, int, int]] = []  # (sample index, instance index, class id)
         for index in range(len(dataset)):
             with Image.open(dataset.image_path(index)) as image:
                 scale = np.array(image.size, dtype=np.float64)
             for number, instance in enumerate(dataset.instances(index)):
                 extent = np.ptp(instance.points * scale, axis=0)
-                if instance.class_index + 1 in self.classes and extent.min() >= min_side:
-                    self._tiles.append((index, number))
+                class_id = instance.class_index + 1
+                if class_id in self.classes and extent.min() >= min_side:
+                    self._tiles.append((index, number, class_id))
+        # decoded image + painted label of recently drawn samples (a sample gives several tiles)
+        self._sample = functools.lru_cache(maxsize=SAMPLE_CACHE)(dataset.__getitem__)
 
     def members(self) -> dict[int, list[int]]:
         by_class: dict[int, list[int]] = {}
-        for tile, (index, number) in enumerate(self._tiles):
-            class_id = self.dataset.instances(index)[number].class_index + 1
+        for tile, (_, _, class_id) in enumerate(self._tiles):
             by_class.setdefault(class_id, []).append(tile)
         return by_class
 
     def tile(self, index: int, size: int) -> tuple[Image.Image, np.ndarray]:
-        sample, number = self._tiles[index]
-        image = load_rgb_image(self.dataset.image_path(sample))
-        instances = self.dataset.instances(sample)
-        class_id = instances[number].class_index + 1
-        label = paint_instances(instances, image.size)
+        sample_index, number, class_id = self._tiles[index]
+        sample = self._sample(sample_index)
+        image, label = sample.image, sample.label
         mask = np.where(label == class_id, class_id, np.where(label == 0, 0, IGNORE_INDEX))
-        points = instances[number].points * np.array(image.size, dtype=np.float64)
-        box = square_box(points, image.size, self.margin)
+        points = self.dataset.instances(sample_index)[number].points
+        box = square_box(points * np.array(image.size, dtype=np.float64), image.size, self.margin)
         crop = image.crop(box).resize((size, size), Image.Resampling.BICUBIC)
         mask_crop = Image.fromarray(mask.astype(np.uint8)).crop(box)
         return crop, np.asarray(mask_crop.resize((size, size), Image.Resampling.NEAREST))
 
     def tile_id(self, index: int) -> str:
-        sample, number = self._tiles[index]
+        sample, number, _ = self._tiles[index]
         return f"{self.dataset.image_id(sample)}#{number}"
 
     def describe(self) -> dict[str, Any]:

@@ -13,11 +13,18 @@ from pipeline.model.fusion import (
     build_model,
     upsample_logits,
 )
-from pipeline.model.loss import mask_bce_loss, mask_dice_terms, predicted_classes, resize_labels
+from pipeline.model.loss import (
+    MaskTargets,
+    mask_bce_loss,
+    mask_dice_terms,
+    predicted_classes,
+    resize_labels,
+)
 
 __all__ = [
     "FusionConfig",
     "FusionModel",
+    "MaskTargets",
     "build_model",
     "check_checkpoint_provenance",
     "load_fusion_checkpoint",

@@ -8,6 +8,8 @@ gets a region of its own size.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -23,42 +25,47 @@ def resize_labels(label: Tensor, size: tuple[int, int]) -> Tensor:
     return resized[:, 0].to(label.dtype)
 
 
+@dataclass(frozen=True)
+class MaskTargets:
+    """What both mask losses compare against, built once per batch: ``target`` (B, K, H, W) =
+    label == slot's class id, in the logits' dtype; ``labelled`` (B, 1, H, W) bool = label !=
+    255; ``slots`` (B, K) bool = real class slots (padding slots carry no loss)."""
+
+    target: Tensor
+    labelled: Tensor
+    slots: Tensor
+
+    @classmethod
+    def of(cls, logits: Tensor, label: Tensor, class_ids: Tensor,
+           text_mask: Tensor | None = None) -> MaskTargets:
+        """Targets of logits (B, K, H, W) for label (B, H, W) class ids with 255 = ignore
+        (resized to the logits' size if needed), class_ids (B, K) the class each slot asks for,
+        text_mask (B, K) True = real slot. Ignored pixels are never targets (255 is no id)."""
+        label = resize_labels(label, tuple(logits.shape[-2:]))
+        target = (label[:, None] == class_ids[:, :, None, None]).to(logits.dtype)
+        slots = (torch.ones(class_ids.shape, dtype=torch.bool, device=logits.device)
+                 if text_mask is None else text_mask.bool())
+        return cls(target, (label != IGNORE_INDEX)[:, None], slots)
+
+
 def mask_bce_loss(logits: Tensor, label: Tensor, class_ids: Tensor,
                   text_mask: Tensor | None = None) -> Tensor:
-    """Mean BCE over every (class slot, labelled pixel) pair.
-
-    logits (B, K, H, W); label (B, H, W) class ids with 255 = ignore (resized to the logits'
-    size if needed); class_ids (B, K): the class each slot asks for (target = label == id);
-    text_mask (B, K) True = real slot (padding slots carry no loss).
-    """
-    total, count = mask_bce_terms(logits, label, class_ids, text_mask)
+    """Mean BCE over every (class slot, labelled pixel) pair (arguments as ``MaskTargets.of``)."""
+    total, count = mask_bce_terms(logits, MaskTargets.of(logits, label, class_ids, text_mask))
     return total / count.clamp(min=1.0)
 
 
-def mask_targets(logits: Tensor, label: Tensor, class_ids: Tensor) -> tuple[Tensor, Tensor]:
-    """(target (B, K, H, W) = label == slot's class id, in the logits' dtype; labelled (B, 1, H, W)
-    bool = label != 255), with ``label`` resized to the logits' size. Ignored pixels are never
-    targets (255 is no class id)."""
-    label = resize_labels(label, tuple(logits.shape[-2:]))
-    target = (label[:, None] == class_ids[:, :, None, None]).to(logits.dtype)
-    return target, (label != IGNORE_INDEX)[:, None]
-
-
-def mask_bce_terms(logits: Tensor, label: Tensor, class_ids: Tensor,
-                   text_mask: Tensor | None = None) -> tuple[Tensor, Tensor]:
-    """(BCE summed over the labelled (class slot, pixel) pairs, their count): the two terms of
-    ``mask_bce_loss``, kept apart so DDP can normalise by the count of the whole global batch."""
-    target, labelled = mask_targets(logits, label, class_ids)
-    valid = labelled.expand_as(target)
-    if text_mask is not None:
-        valid = valid & text_mask[:, :, None, None].bool()
-    losses = F.binary_cross_entropy_with_logits(logits, target, reduction="none")
+def mask_bce_terms(logits: Tensor, targets: MaskTargets) -> tuple[Tensor, Tensor]:
+    """(BCE summed over the labelled (real class slot, pixel) pairs, their count): the two terms
+    of ``mask_bce_loss``, kept apart so DDP can normalise by the count of the whole global batch."""
+    valid = targets.labelled.expand_as(targets.target) & targets.slots[:, :, None, None]
+    losses = F.binary_cross_entropy_with_logits(logits, targets.target, reduction="none")
     weights = valid.to(losses.dtype)
     return (losses * weights).sum(), weights.sum()
 
 
-def mask_dice_terms(logits: Tensor, label: Tensor, class_ids: Tensor,
-                    text_mask: Tensor | None = None, smooth: float = 1.0) -> tuple[Tensor, Tensor]:
+def mask_dice_terms(logits: Tensor, targets: MaskTargets,
+                    smooth: float = 1.0) -> tuple[Tensor, Tensor]:
     """(soft Dice loss summed over the real class slots with a non-empty mask, their count),
     over labelled pixels.
 
@@ -67,13 +74,12 @@ def mask_dice_terms(logits: Tensor, label: Tensor, class_ids: Tensor,
     (an absent class, or one a crop cut out) get BCE only, as MaskFormer scores Dice on matched
     masks only: Dice on an empty mask punishes any pixel at all, teaching "mark nothing".
     """
-    target, labelled = mask_targets(logits, label, class_ids)
-    probs = logits.sigmoid() * labelled.to(logits.dtype)
+    target = targets.target
+    probs = logits.sigmoid() * targets.labelled.to(logits.dtype)
     inter = (probs * target).flatten(2).sum(-1)
     target_sizes = target.flatten(2).sum(-1)
     losses = 1 - (2 * inter + smooth) / (probs.flatten(2).sum(-1) + target_sizes + smooth)
-    slots = torch.ones_like(losses) if text_mask is None else text_mask.to(losses.dtype)
-    slots = slots * (target_sizes > 0).to(losses.dtype)
+    slots = targets.slots.to(losses.dtype) * (target_sizes > 0).to(losses.dtype)
     return (losses * slots).sum(), slots.sum()
 
 

@@ -9,7 +9,7 @@ from typing import Any
 from pipeline.errors import FusionerError
 from pipeline.model.fusion import FusionConfig
 from pipeline.store.layout import DEFAULT_CACHE_DIR
-from pipeline.store.location import StoreLocation
+from pipeline.store.location import StoreLocation, for_fold
 
 # Options that do not change what is learned: left out of the checkpoint's ``train`` record and
 # free to differ when resuming.
@@ -59,6 +59,11 @@ class FitConfig:
     num_workers: int = 0
     resume: bool = False
     progress: bool = True
+
+    @property
+    def stores(self) -> StoreLocation:
+        """Where this run's stores are: ``cache_dir`` with ``{fold}`` replaced by the fold."""
+        return for_fold(self.cache_dir, self.fold)
 
     def model_config(self, visual_dim: int, text_dim: int) -> FusionConfig:
         """The ``FusionConfig`` this run trains, for features of these widths."""

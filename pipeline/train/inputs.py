@@ -67,12 +67,12 @@ class TrainingInputs:
 
 def open_inputs(config: FitConfig) -> TrainingInputs:
     """Open the stores of ``config``; ``StoreError`` if missing, incomplete or mismatched."""
-    train_path = visual_store_path(config.cache_dir, config.visual, config.dataset,
+    train_path = visual_store_path(config.stores, config.visual, config.dataset,
                                    config.train_split)
     features = CachedFeatureDataset(train_path, cache_blocks=config.block_mix, expect={
         "encoder": config.visual, "dataset": config.dataset, "split": config.train_split})
     visual_attrs = dict(features.attrs)
-    text = read_text_store(text_store_path(config.cache_dir, config.text, config.dataset),
+    text = read_text_store(text_store_path(config.stores, config.text, config.dataset),
                            expect={"encoder": config.text, "dataset": config.dataset})
     names = [str(n) for n in visual_attrs.get("class_names", text.class_names)]
     if names != text.class_names:
@@ -118,7 +118,7 @@ def _open_val(config: FitConfig, split: ZeroShotSplit,
     """
     if not config.val_split:
         return None
-    path = visual_store_path(config.cache_dir, config.visual, config.dataset, config.val_split)
+    path = visual_store_path(config.stores, config.visual, config.dataset, config.val_split)
     if not store_exists(path):
         log.warning("%s: no validation store, validation metrics are skipped", path)
         return None

@@ -11,7 +11,13 @@ from torch import Tensor, nn
 from tqdm import tqdm
 
 from pipeline.metrics import IoUAccumulator
-from pipeline.model.loss import mask_bce_terms, mask_dice_terms, predicted_classes, resize_labels
+from pipeline.model.loss import (
+    MaskTargets,
+    mask_bce_terms,
+    mask_dice_terms,
+    predicted_classes,
+    resize_labels,
+)
 from pipeline.train.distributed import Runtime, all_sum, global_mean
 from pipeline.train.episodes import episode_text
 from pipeline.train.schedule import set_schedule
@@ -62,9 +68,10 @@ def run_batch(model: nn.Module, batch: dict[str, Tensor], text_table: Tensor,
         logits = model(tokens, text, text_mask)
     logits = logits.float()
     label = resize_labels(batch["label"].to(device, non_blocking=True), tuple(logits.shape[-2:]))
-    loss = global_mean(*mask_bce_terms(logits, label, class_ids, text_mask), runtime)
+    targets = MaskTargets.of(logits, label, class_ids, text_mask)
+    loss = global_mean(*mask_bce_terms(logits, targets), runtime)
     if objective.dice_weight:
-        dice = global_mean(*mask_dice_terms(logits, label, class_ids, text_mask), runtime)
+        dice = global_mean(*mask_dice_terms(logits, targets), runtime)
         loss = loss + objective.dice_weight * dice
     return loss, predicted_classes(logits.detach(), class_ids, text_mask), label
 
