@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from pathlib import Path
 
@@ -33,13 +34,11 @@ _DATASETS: dict[str, tuple[DatasetFactory, str]] = {
     "folder": (FolderDataset, "folder"),  # a user's own images/ + masks/ + classes.txt
     "yolo": (YoloSegDataset, "yolo"),  # any Ultralytics YOLO-seg dataset (data.yaml)
     "coco128": (Coco128, "coco128-seg"),  # the embedded many-class dataset, fixed hold-out
-    # fold mosaics of instance crops (fusioner-mosaic): seen crops to train, unseen to evaluate
-    "coco128_mosaic": (lambda root, split: InstanceMosaic(root, split, "coco128_mosaic"),
-                       "coco128_mosaic"),
-    "yolo_mosaic": (lambda root, split: InstanceMosaic(root, split, "yolo_mosaic"),
-                    "yolo_mosaic"),
 }
+# fold mosaics of instance crops (fusioner-mosaic): seen crops to train, unseen to evaluate
 MOSAIC_OF = {"coco128": "coco128_mosaic", "yolo": "yolo_mosaic"}  # source -> mosaic dataset
+for _mosaic in MOSAIC_OF.values():
+    _DATASETS[_mosaic] = (functools.partial(InstanceMosaic, name=_mosaic), _mosaic)
 for _name in ("yolo", "coco128", *MOSAIC_OF.values()):
     register_interleaved_split(_name)
 
