@@ -51,3 +51,11 @@ def test_generalized_prediction_calibrates_seen_names_then_thresholds() -> None:
     shifted = calibrate(torch.from_numpy(logits), torch.from_numpy(seen), 2.0)
     torch.testing.assert_close(shifted[1], torch.from_numpy(logits[1]))
     torch.testing.assert_close(shifted[0], torch.from_numpy(logits[0]) - 2.0)
+
+
+def test_trained_form_follows_the_episode_kind() -> None:
+    from pipeline.model.scoring import trained_form
+
+    assert trained_form({"train": {"episode": "vocabulary"}}) == "joint"
+    assert trained_form({"train": {"episode": "single"}}) == "alone"
+    assert trained_form({}) == "alone"

@@ -75,3 +75,12 @@ def generalized_prediction(logits: Tensor | np.ndarray, class_ids: np.ndarray | 
 
 def _numpy(values: Tensor | np.ndarray) -> np.ndarray:
     return values.detach().cpu().numpy() if isinstance(values, Tensor) else np.asarray(values)
+
+
+VOCABULARY_EPISODE = "vocabulary"  # ``fusioner-fit --episode``: a softmax over all seen names
+
+
+def trained_form(meta: dict) -> Form:
+    """The form a checkpoint was trained in: ``joint`` after vocabulary episodes (all seen names
+    in one pass), ``alone`` after one-name-at-a-time episodes (every other episode kind)."""
+    return "joint" if meta.get("train", {}).get("episode") == VOCABULARY_EPISODE else "alone"
