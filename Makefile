@@ -36,7 +36,7 @@ lint: $(STAMP)
 
 # the docs site into site/ (fails on a broken link or a page missing from the nav)
 docs: $(STAMP)
-	$(BIN)/mkdocs build --strict
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict
 
 # the results tables of README.md and docs/ from docs/results/metrics/ (after a repro: add --snapshot)
 docs-tables: $(STAMP)
