@@ -32,11 +32,6 @@ CATALOGUE_PROMPT = "a {name}"
 TABLE_KEYS = ("table_files", "table_model", "table_prompt")
 
 
-def is_table_encoder(slug: str) -> bool:
-    """Whether ``slug`` names a table encoder (the catalogue's or ``table:PATH``)."""
-    return slug == CATALOGUE_TABLE or slug.startswith(f"{TABLE_FAMILY}:")
-
-
 def table_root(slug: str) -> Path:
     """The folder a table encoder's recorded file keys are relative to."""
     return tables_root() if slug == CATALOGUE_TABLE else Path()
