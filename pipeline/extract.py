@@ -273,11 +273,11 @@ def _loader(dataset: SegmentationDataset, batches: list[list[int]], size: tuple[
                       collate_fn=_collate, **extra)
 
 
-def text_store_attrs(encoder: TextEncoder, dataset_name: str,
-                     templates: tuple[str, ...]) -> dict[str, Any]:
-    """Root attributes of a text store."""
-    return {**encoder.provenance(), "dataset": dataset_name, "templates": list(templates),
-            "code_version": pipeline.__version__}
+def text_store_attrs(encoder: TextEncoder, dataset_name: str, templates: tuple[str, ...],
+                     class_names: list[str]) -> dict[str, Any]:
+    """Root attributes of a text store (the encoder's own, e.g. a table's matches, included)."""
+    return {**encoder.provenance(), "dataset": dataset_name,
+            **encoder.store_attrs(class_names, templates), "code_version": pipeline.__version__}
 
 
 def extract_text(
@@ -289,7 +289,7 @@ def extract_text(
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Embed every class name (prompt-averaged) into the text store; identical store = no-op."""
-    attrs = text_store_attrs(encoder, dataset_name, templates)
+    attrs = text_store_attrs(encoder, dataset_name, templates, class_names)
     wanted = {**attrs, "format_version": FORMAT_VERSION, "kind": "text",
               "num_classes": len(class_names)}
     if not overwrite and store_exists(store_path):
@@ -300,8 +300,8 @@ def extract_text(
             log.info("%s is complete already: nothing to do", store_path)
             return {"store": str(store_path), "classes": len(class_names), "encoded": 0}
     started = time.perf_counter()
-    embeddings = encoder.encode_classes(class_names, templates).numpy()
+    embeddings = encoder.encode_store(class_names, templates).numpy()
     write_text_store(store_path, class_names, embeddings, attrs)
     log.info("embedded %d class names x %d prompts with %s in %.1fs", len(class_names),
-             len(templates), encoder.slug, time.perf_counter() - started)
+             len(attrs["templates"]), encoder.slug, time.perf_counter() - started)
     return {"store": str(store_path), "classes": len(class_names), "encoded": len(class_names)}

@@ -19,7 +19,8 @@ VISUAL_ALIASES = {"dino": DEFAULT_VISUAL_ENCODER, "dinov2": "dinov2_vits14",
                   "dinov1": "dino_vits16", "mocov3": "mocov3_vitb16", "clip": "clip_vitb16",
                   "clip_l": "clip_vitl14", "siglip": "siglip_vitb16"}
 TEXT_ALIASES = {"minilm": DEFAULT_TEXT_ENCODER, "bert": "bert_base", "clip": "clip_vitb16_text",
-                "clip_l": "clip_vitl14_text", "siglip": "siglip_vitb16_text"}
+                "clip_l": "clip_vitl14_text", "siglip": "siglip_vitb16_text",
+                "clip_table": "clip_vitb32_table"}
 
 
 def visual_slug(name: str) -> str:

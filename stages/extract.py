@@ -36,7 +36,9 @@ log = logging.getLogger("fusioner.extract")
                    "Writes <cache>/visual/<slug>/<dataset>-<split>.zarr.")
 @click.option("--text-encoder", "--text", "text", default=None,
               help="Text encoder slug (minilm_l6, bert_base, clip_vitl14_text, ...), alias "
-                   "(minilm, bert, clip) or hf:PATH. Writes <cache>/text/<slug>/<dataset>.zarr.")
+                   "(minilm, bert, clip), hf:PATH, or a precomputed table: clip_table (the "
+                   "shared CLIP ViT-B/32 tables) or table:PATH (.npy + names, torch file). "
+                   "Writes <cache>/text/<slug>/<dataset>.zarr.")
 @click.option("--dataset", default="camvid", help=f"Dataset name, one of {list_datasets()}.")
 @click.option("--split", "splits", multiple=True, default=("train", "val"),
               help="Split(s) to extract visual features for; repeat the option for several.")

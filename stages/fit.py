@@ -33,7 +33,8 @@ def _channels(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple
               help="Visual encoder slug (or alias, e.g. dino) of the cached features "
                    "[default: params.yaml's pair.visual in the project, else dinov2_vits14].")
 @click.option("--text", "--text-encoder", "text", default=None,
-              help="Text encoder slug (or alias, e.g. minilm) of the cached class embeddings "
+              help="Text encoder slug (or alias, e.g. minilm; clip_table, table:PATH) of the "
+                   "cached class embeddings "
                    "[default: params.yaml's pair.text in the project, else minilm_l6].")
 @click.option("--dataset", default=None,
               help="Dataset of the stores [default: params.yaml's data.dataset, else camvid].")

@@ -50,3 +50,13 @@ def test_text_encoder_runs_on_cuda() -> None:
     on_cpu = encoder.encode_classes(names)
     on_gpu = encoder.cuda().encode_classes(names).cpu()
     torch.testing.assert_close(on_gpu, on_cpu, atol=1e-3, rtol=1e-3)
+
+
+def test_table_text_encoder_runs_on_cuda() -> None:
+    table = create_text_encoder("clip_table")
+    names = ["background", "person", "aerosol can"]
+    on_cpu, store_cpu = table.encode_classes(names[1:]), table.encode_store(names, ())
+    table = table.cuda()
+    assert table.encode_classes(names[1:]).device.type == "cuda"
+    torch.testing.assert_close(table.encode_classes(names[1:]).cpu(), on_cpu)
+    torch.testing.assert_close(table.encode_store(names, ()), store_cpu)  # a store is on the CPU

@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 import yaml
+from PIL import Image
 
+from pipeline.store import read_text_store
 from tests.helpers import make_mini_camvid, make_mini_coco128
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -69,11 +71,6 @@ def _set_params(repo: Path, **changes: object) -> None:
 def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("dvc")
     data = make_mini_camvid(base / "data" / "camvid", per_split=4)
-    repo = base / "repo"
-    repo.mkdir()
-    for name in ("pipeline", "stages"):
-        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
-    shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
     params["data"]["root"] = str(data)
     params["coco128"]["root"] = str(make_mini_coco128(base / "data" / "coco128-seg"))
@@ -81,6 +78,15 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
                           "text": ["minilm_l6", "bert_base"]}
     params["pair"] = {"visual": "dino_vits16", "text": "minilm_l6"}
     params.update(TINY)
+    return _project(base / "repo", params)
+
+
+def _project(repo: Path, params: dict) -> Path:
+    """A git+dvc repo at ``repo`` with this project's code, dvc.yaml and ``params``."""
+    repo.mkdir()
+    for name in ("pipeline", "stages"):
+        shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
+    shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / ".gitignore").write_text("/cache/\n/models/\n/metrics/\n/plots/\n__pycache__/\n")
     _sh(repo, "git", "init", "-q")
@@ -127,6 +133,28 @@ def test_adding_an_encoder_runs_only_its_extraction(repo: Path) -> None:
                          "pair.text": "clip_vitb16_text"})
     assert _repro(repo) == {"extract_text@clip_vitb16_text", "fit", "evaluate",
                             *TEXT_PAIR_STAGES}
+
+
+def test_a_table_text_encoder_in_the_extract_text_foreach(tmp_path: Path) -> None:
+    """``encoders.text: [minilm_l6, clip_vitb32_table]`` works for a dataset whose names are in
+    the shared tables (a one-image folder dataset here): its stage runs, then is a no-op."""
+    data = tmp_path / "data"
+    for kind in ("images", "masks"):
+        (data / "train" / kind).mkdir(parents=True)
+    Image.new("RGB", (8, 8)).save(data / "train" / "images" / "a.png")
+    Image.new("L", (8, 8)).save(data / "train" / "masks" / "a.png")
+    (data / "classes.txt").write_text("background\nperson\nteddy bear\n", encoding="utf-8")
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["data"].update(dataset="folder", root=str(data))
+    params["encoders"]["text"] = ["minilm_l6", "clip_vitb32_table"]
+    params["extract_text"] = TINY["extract_text"]  # --random-init: a table is read as it is
+    repo = _project(tmp_path / "repo", params)
+    stage = "extract_text@clip_vitb32_table"
+    assert f"Running stage '{stage}'" in _sh(repo, "dvc", "repro", stage)
+    attrs = read_text_store(repo / "cache/text/clip_vitb32_table/folder.zarr").attrs
+    assert attrs["table_matches"] == [None, ["coco", "person"], ["coco", "teddy bear"]]
+    assert attrs["unembedded"] == ["background"] and attrs["random_init"] is False
+    assert "Running stage" not in _sh(repo, "dvc", "repro", stage)
 
 
 def _lock_hashes(repo: Path, stage: str) -> list[str]:

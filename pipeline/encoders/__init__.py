@@ -16,6 +16,9 @@ from pipeline.names import DEFAULT_TEXT_ENCODER, DEFAULT_VISUAL_ENCODER
 
 def _weights_for(spec: EncoderSpec, weights: Path | str | None,
                  random_init: bool) -> WeightsSource | None:
+    locate = spec.options.get("locate")
+    if locate is not None:  # data, not weights (precomputed tables): nothing to randomise
+        return locate(weights)
     if random_init:
         return None
     return resolve_weights(spec.slug, weights, spec.weight_files, spec.packaged_weights, spec.hub)
@@ -52,10 +55,12 @@ def create_text_encoder(
     """Build a frozen text encoder by slug (or ``hf:PATH``) from its pretrained weights.
 
     Args:
-        name: registered slug (``minilm_l6``, ``bert_base``, ``clip_vitb16_text``), alias, or
-            ``hf:PATH``.
+        name: registered slug (``minilm_l6``, ``bert_base``, ``clip_vitb16_text``,
+            ``clip_vitb32_table``), alias, ``hf:PATH`` or ``table:PATH``.
         weights: explicit weights path (file or model directory); else as for visual encoders.
         random_init: random weights (tests only; the tokenizer still comes from local files).
+            A precomputed table (``clip_vitb32_table``, ``table:PATH``) has no weights: it is
+            read as it is (``pipeline.encoders.table``).
     """
     spec = TEXT_ENCODERS.get(name)
     return spec.build(spec, _weights_for(spec, weights, random_init))

@@ -63,13 +63,17 @@ class FrozenEncoder(nn.Module):
     def random_init(self) -> bool:
         return self.source is None
 
+    def weights_digest(self) -> str:
+        """sha256 of the weights in use (``random-init`` for random weights)."""
+        return weights_sha256(self.weights_path)
+
     def provenance(self) -> dict[str, Any]:
         """What a store records so features from different weights are never mixed, and where
         the weights came from (``weights_source``; ``hub_id`` and ``hub_revision`` for the hub)."""
         return {
             "encoder": self.slug,
             "library_id": self.library_id,
-            "weights_sha256": weights_sha256(self.weights_path),
+            "weights_sha256": self.weights_digest(),
             "random_init": self.random_init,
             "feature_dim": self.feature_dim,
             **(self.source.record() if self.source is not None else RANDOM_RECORD),

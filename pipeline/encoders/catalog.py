@@ -7,6 +7,7 @@ from pathlib import Path
 from pipeline.encoders.hub import HubRef
 from pipeline.encoders.onnx_import import packaged_dinov2_vits14
 from pipeline.encoders.registry import TEXT_ENCODERS, VISUAL_ENCODERS, EncoderSpec
+from pipeline.encoders.table import TABLE_FAMILY, catalogue_table_spec, user_table_spec
 from pipeline.encoders.text import build_hf, build_open_clip_text
 from pipeline.encoders.visual import build_open_clip, build_timm
 
@@ -125,3 +126,7 @@ TEXT_ENCODERS.register_family(
                                    packaged_weights=lambda: Path(path),
                                    options={"random_init_tokenizer": lambda: Path(path)})
 )
+
+# precomputed text tables: the shared CLIP ViT-B/32 ones, and a user's own (table:PATH)
+TEXT_ENCODERS.register(catalogue_table_spec())
+TEXT_ENCODERS.register_family(TABLE_FAMILY, user_table_spec)

@@ -12,7 +12,7 @@ from pipeline.encoders import catalog  # noqa: F401  (registers the named encode
 from pipeline.encoders.hub import cached_weights, hub_cache_dir, hub_offline
 from pipeline.encoders.registry import TEXT_ENCODERS, VISUAL_ENCODERS, EncoderSpec
 from pipeline.encoders.weights import find_local_weights
-from pipeline.errors import MissingWeightsError
+from pipeline.errors import FusionerError, MissingWeightsError
 from pipeline.names import TEXT_ALIASES, VISUAL_ALIASES
 
 MISSING = "missing"
@@ -32,7 +32,15 @@ class CatalogueRow:
 
 
 def weights_origin(spec: EncoderSpec) -> tuple[str, str]:
-    """(origin, where) of ``spec``'s weights, in the order ``resolve_weights`` tries them."""
+    """(origin, where) of ``spec``'s weights, in the order ``resolve_weights`` tries them (a
+    precomputed table: its folder or file, or missing)."""
+    locate = spec.options.get("locate")
+    if locate is not None:
+        try:
+            table = locate(None)
+        except FusionerError as exc:
+            return MISSING, str(exc)
+        return table.kind, str(table.path)
     try:
         local, _ = find_local_weights(None, spec.weight_files, spec.packaged_weights)
     except MissingWeightsError as exc:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -30,6 +32,14 @@ class TextEncoder(FrozenEncoder):
             mean = nn.functional.normalize(prompts, dim=-1).mean(0)
             rows.append(nn.functional.normalize(mean, dim=-1))
         return torch.stack(rows).float()
+
+    def store_attrs(self, class_names: list[str], templates: tuple[str, ...]) -> dict[str, Any]:
+        """What a text store of ``class_names`` records besides ``provenance()``."""
+        return {"templates": list(templates)}
+
+    def encode_store(self, class_names: list[str], templates: tuple[str, ...]) -> torch.Tensor:
+        """The rows of a text store of a dataset's ``class_names`` (one per class id)."""
+        return self.encode_classes(class_names, templates)
 
 
 class HFTextEncoder(TextEncoder):

@@ -51,6 +51,7 @@ from pipeline.store import (
     text_store_path,
     visual_store_path,
 )
+from pipeline.text_tables.source import check_table_source
 from pipeline.thresholds import PAPER_THRESHOLD, Threshold, map_thresholds
 
 log = logging.getLogger("fusioner.evaluate")
@@ -119,8 +120,9 @@ def open_fold(checkpoint: Path | str, cache_dir: StoreLocation | str, split: str
     features = CachedFeatureDataset(visual_path, cache_blocks=1,  # read in order, shard by shard
                                     expect={**visual_expect(meta), "dataset": dataset,
                                             "split": split})
-    text = read_text_store(text_store_path(cache_dir, meta["text"]["encoder"], dataset),
-                           expect={**text_expect(meta), "dataset": dataset})
+    text_path = text_store_path(cache_dir, meta["text"]["encoder"], dataset)
+    text = read_text_store(text_path, expect={**text_expect(meta), "dataset": dataset})
+    check_table_source(text.attrs, text_path)
     names = [str(n) for n in meta["class_names"]]
     for where, found in ((visual_path, features.attrs.get("class_names", names)),
                          (text.attrs.get("encoder"), text.class_names)):

@@ -4,8 +4,9 @@
 and tensors only (loads with ``torch.load(weights_only=True)``). ``meta`` holds:
 ``model_config`` (``FusionConfig.to_dict()``), ``visual`` / ``text`` provenance of the stores it
 was trained from (including where their weights came from: ``weights_source``, ``hub_id``,
-``hub_revision``), ``dataset``, ``fold``, ``seen``, ``unseen``, ``class_names``, ``train`` (the
-training options) and ``metrics`` (final training metrics).
+``hub_revision``; for a precomputed text table its files' sha256, model and prompt),
+``dataset``, ``fold``, ``seen``, ``unseen``, ``class_names``, ``train`` (the training options)
+and ``metrics`` (final training metrics).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import torch
 from pipeline.errors import BadInputError, FusionerError, first_line
 from pipeline.model.fusion import FusionModel, build_model
 from pipeline.store.layout import SOURCE_KEYS, check_provenance
+from pipeline.text_tables.source import TABLE_KEYS
 
 CHECKPOINT_FORMAT = "fusioner-fusion/1"
 # Store attributes that identify an encoder: a checkpoint only runs on features that match them.
@@ -27,7 +29,7 @@ CHECKPOINT_FORMAT = "fusioner-fusion/1"
 VISUAL_KEYS = ("encoder", "library_id", "weights_sha256", "random_init", "image_size",
                "patch_size", "grid_size", "feature_dim", *SOURCE_KEYS)
 TEXT_KEYS = ("encoder", "library_id", "weights_sha256", "random_init", "feature_dim",
-             *SOURCE_KEYS)
+             *SOURCE_KEYS, *TABLE_KEYS)  # a precomputed table's files, model and prompt
 IDENTITY_KEYS = ("encoder", "library_id", "weights_sha256", "random_init", "feature_dim")
 
 

@@ -16,6 +16,7 @@ from pipeline.errors import FusionerError, StoreError
 from pipeline.model.checkpoint import check_checkpoint_provenance, load_fusion_checkpoint
 from pipeline.model.fusion import FusionModel
 from pipeline.segmentation.core import DenseSegmenter
+from pipeline.text_tables.source import check_table_source
 
 log = logging.getLogger("fusioner.segment")
 
@@ -64,6 +65,7 @@ class Segmenter(DenseSegmenter):
         visual_meta, text_meta = meta.get("visual", {}), meta.get("text", {})
         if "encoder" not in visual_meta or "encoder" not in text_meta:
             raise FusionerError(f"{checkpoint}: checkpoint meta does not name its encoders")
+        check_table_source(text_meta, checkpoint)  # a precomputed text table: still the same?
         size = visual_meta.get("image_size")
         visual = create_visual_encoder(visual_meta["encoder"], weights, random_init,
                                        tuple(size) if size else None)

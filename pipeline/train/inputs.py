@@ -23,6 +23,7 @@ from pipeline.store import (
     text_store_path,
     visual_store_path,
 )
+from pipeline.text_tables.source import check_table_source
 from pipeline.train.config import FitConfig
 from pipeline.train.episodes import EpisodeDataset
 
@@ -72,8 +73,9 @@ def open_inputs(config: FitConfig) -> TrainingInputs:
     features = CachedFeatureDataset(train_path, cache_blocks=config.block_mix, expect={
         "encoder": config.visual, "dataset": config.dataset, "split": config.train_split})
     visual_attrs = dict(features.attrs)
-    text = read_text_store(text_store_path(config.stores, config.text, config.dataset),
-                           expect={"encoder": config.text, "dataset": config.dataset})
+    text_path = text_store_path(config.stores, config.text, config.dataset)
+    text = read_text_store(text_path, expect={"encoder": config.text, "dataset": config.dataset})
+    check_table_source(text.attrs, text_path)
     names = [str(n) for n in visual_attrs.get("class_names", text.class_names)]
     if names != text.class_names:
         raise StoreError(f"{train_path}: class names {names} differ from the text store's "
