@@ -7,9 +7,11 @@ kept among the last ``cache_blocks`` shards: fast for sequential or block-shuffl
 (``pipeline.store.blocks``), wasteful for fully random order (one shard read per item).
 A store with augmented views serves view ``v`` of an item as ``dataset[(item, v)]`` (a plain
 ``dataset[item]`` is view 0); each cached block is one view of one shard.
-Every read goes through ``pipeline.store.integrity.ShardChecker``: zarr checks each chunk's
-CRC-32C, and each shard's record is checked the first time a process reads the shard; damage is
-one ``StoreDamage`` line naming the store, the array and the shard.
+Every read goes through ``pipeline.store.integrity.ShardChecker``: the records of the shards
+holding the dataset's items are checked when it is opened (a missing, truncated or misplaced
+chunk stops it before any work), zarr checks each chunk's CRC-32C on every read, and a worker
+process checks a shard's record again the first time it reads the shard; damage is one
+``StoreDamage`` line naming the store, the array and the shard.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ class CachedFeatureDataset(Dataset):
         self._blocks: OrderedDict[tuple[int, int], dict[str, np.ndarray]] = OrderedDict()
         self._checker: ShardChecker | None = None
         self._pid: int | None = None
+        for shard in sorted({index // self.block_images for index in self.indices}):
+            self._open().check_shard(shard)  # a missing or misplaced chunk stops us up front
 
     def __len__(self) -> int:
         return len(self.indices)

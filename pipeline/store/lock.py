@@ -21,6 +21,7 @@ import logging
 import os
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
@@ -132,19 +133,26 @@ def _read(where: Path) -> bytes:
         return b""
 
 
-_REMOTE_HELD: dict[str, int] = {}  # lock URL -> depth, for re-entrance within this process
+_REMOTE = threading.local()  # .held: lock URL -> depth, re-entrance within a thread (as flock's)
+
+
+def _remote_held() -> dict[str, int]:
+    if not hasattr(_REMOTE, "held"):
+        _REMOTE.held = {}
+    return _REMOTE.held
 
 
 @contextlib.contextmanager
 def _remote_lock(path: RemoteLocation) -> Iterator[None]:
     where = lock_path(path)
     assert isinstance(where, RemoteLocation)
-    if _REMOTE_HELD.get(where.url):
-        _REMOTE_HELD[where.url] += 1
+    held = _remote_held()
+    if held.get(where.url):
+        held[where.url] += 1
         try:
             yield
         finally:
-            _REMOTE_HELD[where.url] -= 1
+            held[where.url] -= 1
         return
     with storage_errors(where):
         fs, key = where.filesystem()
@@ -154,11 +162,11 @@ def _remote_lock(path: RemoteLocation) -> Iterator[None]:
                         "the same instant on %s may both get the lock", path, fs.protocol)
         if not _create(fs, key):
             _take_over_or_refuse(path, fs, key)
-    _REMOTE_HELD[where.url] = 1
+    held[where.url] = 1
     try:
         yield
     finally:
-        del _REMOTE_HELD[where.url]
+        del held[where.url]
         with storage_errors(where):
             fs.rm(key)
 
