@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 import torch
 import zarr
-from zarr.codecs import Crc32cCodec
 from hypothesis import given
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader
+from zarr.codecs import Crc32cCodec
 
 from pipeline.errors import StoreError
 from pipeline.store import (
