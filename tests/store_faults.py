@@ -19,6 +19,7 @@ import zarr
 from click.testing import CliRunner
 
 from pipeline.store.integrity import DIGEST_ARRAY
+from pipeline.store.upgrade import copy_array
 from stages.extract import main as extract_main
 
 VISUAL, TEXT, DATASET = "dino_vits16", "minilm_l6", "camvid"
@@ -104,13 +105,8 @@ def to_format_v1(store: Path) -> None:
     old = store.with_name(store.name + ".v1")
     out = zarr.open_group(str(old), mode="w")
     for name, array in group.arrays():
-        if name == DIGEST_ARRAY:
-            continue
-        target = out.create_array(
-            name, shape=array.shape, dtype=array.dtype, chunks=array.chunks,
-            shards=array.shards, serializer=array.serializer, filters=array.filters,
-            compressors=array.compressors[:-1], fill_value=array.fill_value)
-        target[...] = array[...]
+        if name != DIGEST_ARRAY:
+            copy_array(array, out, name, array.compressors[:-1])  # the CRC codec is last
     out.attrs.put({**dict(group.attrs), "format_version": 1})
     shutil.rmtree(store)
     old.rename(store)

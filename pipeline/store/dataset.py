@@ -70,11 +70,12 @@ class CachedFeatureDataset(Dataset):
         reader.cache_blocks, reader._blocks = cache_blocks, OrderedDict()
         return reader
 
-    def clear_block_cache(self) -> None:
-        """Forget the cached shards (the next items are read, and their shards' records checked,
-        from the store again)."""
+    def clear_block_cache(self, recheck: bool = False) -> None:
+        """Forget the cached shards: the next items are read from the store again (``recheck``:
+        and their shards' records checked again, as a fresh process would)."""
         self._blocks.clear()
-        self._checker = None
+        if recheck and self._checker is not None:
+            self._checker.recheck()
 
     def block_of(self, item: int) -> int:
         """The shard holding ``item`` (what ``BlockShuffleSampler`` groups by)."""

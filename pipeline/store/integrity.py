@@ -130,7 +130,12 @@ class ShardChecker:
             raise StoreError(f"{path}: an array is missing or unreadable ({first_line(exc)}); "
                              "re-extract it with --overwrite") from exc
         self._records: list[str] | None = None
+        self._record_array: zarr.Array | None = None
         self._checked: set[int] = set()
+
+    def recheck(self) -> None:
+        """Forget which shards were checked: the next reads check their records again."""
+        self._records, self._checked = None, set()
 
     def rows(self, name: str, start: int, stop: int, view: int | None = None) -> np.ndarray:
         """Rows [start, stop) of array ``name`` (of a ``view_`` array: position ``view``, or
@@ -148,7 +153,8 @@ class ShardChecker:
             parts.append(self._read(name, shard, selection(part)))
         if not parts:  # no row asked for: an empty array of the right shape
             return np.asarray(self.arrays[name][selection(slice(start, start))])
-        return np.concatenate(parts, axis=axis if view is None else 0)
+        return parts[0] if len(parts) == 1 else np.concatenate(parts, axis=axis if view is None
+                                                                  else 0)
 
     def read_shard(self, name: str, shard: int) -> np.ndarray:
         """Every row of ``shard`` in array ``name`` (all views), its record not checked
@@ -169,14 +175,12 @@ class ShardChecker:
         if shard in self._checked:
             return
         record = self.record(shard)
-        found = self.crcs(shard)
+        found, ids = self.found(shard)
         for name, chunks in found.items():
             recorded = record["crc32c"].get(name, {})
             for key, crcs in chunks.items():
                 if recorded.get(key) != crcs:
                     raise StoreDamage(self.path, name, shard, _misplaced(key, crcs))
-        rows = self.layout.shard_range(shard)
-        ids = [str(i) for i in self._read(self.layout.ids, shard, (slice(rows.start, rows.stop),))]
         if digest(shard, ids, record["crc32c"]) != record["digest"]:
             raise StoreDamage(self.path, self.layout.ids, shard,
                               "its ids and chunks do not match the digest recorded for the shard")
@@ -186,7 +190,9 @@ class ShardChecker:
         """The record written when ``shard`` was marked done."""
         if self._records is None:
             try:
-                self._records = [str(r) for r in self.group[DIGEST_ARRAY][:]]
+                if self._record_array is None:
+                    self._record_array = self.group[DIGEST_ARRAY]
+                self._records = [str(r) for r in self._record_array[:]]
             except Exception as exc:  # noqa: BLE001 - missing array or damaged chunk alike
                 raise StoreDamage(self.path, DIGEST_ARRAY, None, _reason(exc)) from exc
         text = self._records[shard] if shard < len(self._records) else ""
@@ -200,26 +206,35 @@ class ShardChecker:
 
     def make_record(self, shard: int) -> str:
         """The record of ``shard`` as it lies in the store now (JSON)."""
-        crcs = self.crcs(shard)
-        rows = self.layout.shard_range(shard)
-        ids = [str(i) for i in self._read(self.layout.ids, shard, (slice(rows.start, rows.stop),))]
+        crcs, ids = self.found(shard)
         return json.dumps({"crc32c": crcs, "digest": digest(shard, ids, crcs)}, sort_keys=True,
                           ensure_ascii=False)
 
-    def crcs(self, shard: int) -> dict[str, dict[str, list[str | None]]]:
-        """array -> chunk key -> the CRC trailers found in the store for ``shard`` (hex; None
-        for a chunk that is not there), all fetched concurrently."""
+    def found(self, shard: int) -> tuple[dict[str, dict[str, list[str | None]]], list[str]]:
+        """(array -> chunk key -> the CRC trailers found in the store for ``shard`` (hex; None
+        for a chunk that is not there), the shard's ids), fetched concurrently in one go."""
         wanted = [(name, key) for name, array in self.arrays.items()
                   for key in _chunk_keys(array, self.layout, name, shard)]
+        rows = self.layout.shard_range(shard)
+        ids_array = self.arrays[self.layout.ids].async_array
 
-        async def fetch() -> list[list[str | None]]:
-            return await asyncio.gather(*(_trailers(self.arrays[name], key)
-                                          for name, key in wanted))
+        async def ids() -> Any:
+            try:
+                return await ids_array.getitem(slice(rows.start, rows.stop))
+            except Exception as exc:  # noqa: BLE001 - reported below, naming the array
+                return exc
 
+        async def fetch() -> list[Any]:
+            return await asyncio.gather(ids(), *(_trailers(self.arrays[name], key)
+                                                 for name, key in wanted))
+
+        names, *trailers = sync(fetch())
+        if isinstance(names, Exception):
+            raise StoreDamage(self.path, self.layout.ids, shard, _reason(names)) from names
         found: dict[str, dict[str, list[str | None]]] = {name: {} for name in self.arrays}
-        for (name, key), crcs in zip(wanted, sync(fetch()), strict=True):
+        for (name, key), crcs in zip(wanted, trailers, strict=True):
             found[name][key] = crcs
-        return found
+        return found, [str(i) for i in np.asarray(names)]
 
 
 def record_shards(path: StoreLocation | str, group: zarr.Group, shards: Iterable[int]) -> None:

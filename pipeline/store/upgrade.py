@@ -14,6 +14,7 @@ import logging
 
 import numpy as np
 import zarr
+from zarr.abc.codec import BytesBytesCodec
 
 from pipeline.errors import StoreError, first_line
 from pipeline.store.integrity import (
@@ -56,7 +57,8 @@ def upgrade_store(path: StoreLocation | str) -> bool:
         scratch = scratch_path(path)
         new = zarr.open_group(str(scratch), mode="w")
         for name, array in old.arrays():
-            _copy(array, new, name, layout.axes.get(name), layout.rows)
+            copy_array(array, new, name, checksummed(array.compressors),
+                       layout.axes.get(name), layout.rows)
         create_record_array(new, layout.num_shards)
         new.attrs.put({**attrs, "format_version": FORMAT_VERSION})
         record_shards(scratch, new, _written(old, layout))
@@ -65,20 +67,23 @@ def upgrade_store(path: StoreLocation | str) -> bool:
     return True
 
 
-def _copy(array: zarr.Array, group: zarr.Group, name: str, axis: int | None,
-          rows: int) -> None:
-    """``array`` into ``group``, same layout with a CRC per chunk, one store shard at a time
-    along its row ``axis`` (None: whole)."""
+def copy_array(array: zarr.Array, group: zarr.Group, name: str,
+               compressors: tuple[BytesBytesCodec, ...], axis: int | None = None,
+               rows: int = 1) -> zarr.Array:
+    """``array`` into ``group`` as ``name``: same shape, chunking, fill value and codecs but
+    the bytes-to-bytes ones (``compressors``), copied ``rows`` at a time along ``axis`` (None:
+    whole)."""
     target = group.create_array(
         name, shape=array.shape, dtype=array.dtype, chunks=array.chunks, shards=array.shards,
-        filters=array.filters, serializer=array.serializer,
-        compressors=checksummed(array.compressors), fill_value=array.fill_value)
+        filters=array.filters, serializer=array.serializer, compressors=compressors,
+        fill_value=array.fill_value)
     if axis is None or array.shape[axis] == 0:
         target[...] = array[...]
-        return
+        return target
     for start in range(0, array.shape[axis], rows):
         block = (slice(None),) * axis + (slice(start, start + rows),)
         target[block] = array[block]
+    return target
 
 
 def _written(group: zarr.Group, layout: ShardLayout) -> list[int]:
