@@ -32,7 +32,7 @@ from tests.helpers import TINY_FIT, make_mini_camvid
 from tests.s3_server import BUCKET, S3Endpoint, moto_s3
 
 ROOT = Path(__file__).resolve().parents[1]
-ARRAYS = ("patch_tokens", "cls_token", "labels", "image_ids", "shard_done")
+ARRAYS = ("patch_tokens", "cls_token", "labels", "image_ids", "shard_done", "shard_digest")
 ENCODE = ["--backbone", "dino_vits16", "--random-init", "--image-size", "64x80",
           "--device", "cpu", "--shard-images", "1", "--batch-size", "1"]
 SHARDS = {"shard_images": 1, "batch_size": 1}  # 6 shards of one image
