@@ -213,13 +213,9 @@ def extract_visual(
     (``pipeline.data.views``); resuming a store made with another recipe is refused.
     """
     with store_lock(store_path):  # one writer at a time, taken before anything is touched
-        writer = open_visual_writer(dataset, encoder, store_path, shard_images, overwrite,
-                                    views, batch_size)
-        report: dict[str, Any] = {"store": str(store_path), "images": len(dataset),
-                                  "encoded": 0,
-                                  "skipped": dict(writer.group.attrs.get("skipped", {}))}
+        writer, report = begin_extraction(dataset, encoder, store_path, shard_images,
+                                          overwrite, views, batch_size)
         if writer.complete:
-            log.info("%s is complete already: nothing to do", store_path)
             return report
         pending = [(shard, writer.shard_range(shard)) for shard in writer.pending_shards()]
         count = sum(len(rows) for _, rows in pending)
@@ -258,6 +254,20 @@ def open_visual_writer(dataset: SegmentationDataset, encoder: VisualEncoder,
         encoder.grid_size,
         encoder.feature_dim, encoder.image_size, shard_images=shard_images, overwrite=overwrite,
     )
+
+
+def begin_extraction(dataset: SegmentationDataset, encoder: VisualEncoder,
+                     store_path: StoreLocation, shard_images: int, overwrite: bool,
+                     views: ViewRecipe | None, batch_size: int,
+                     ) -> tuple[VisualStoreWriter, dict[str, Any]]:
+    """Open (create or resume) the store of an extraction whose caller holds the store lock,
+    and start its report (with the skipped samples it resumes with)."""
+    writer = open_visual_writer(dataset, encoder, store_path, shard_images, overwrite, views,
+                                batch_size)
+    if writer.complete:
+        log.info("%s is complete already: nothing to do", store_path)
+    return writer, {"store": str(store_path), "images": len(dataset), "encoded": 0,
+                    "skipped": dict(writer.group.attrs.get("skipped", {}))}
 
 
 def finish_report(report: dict[str, Any], count: int, elapsed: float,

@@ -26,7 +26,7 @@ from stages import fit
 from stages.extract import main as extract_main
 from stages.store import main as store_main
 from tests.helpers import TINY_FIT, make_mini_camvid
-from tests.s3_server import BUCKET, S3Endpoint, moto_s3
+from tests.s3_server import BUCKET, S3Endpoint, moto_s3_env
 from tests.store_faults import (
     EXTRACT,
     Damage,
@@ -45,9 +45,7 @@ FIT = ["--visual", "dino_vits16", "--text", "minilm_l6", "--seed", "0", *TINY_FI
 
 @pytest.fixture(scope="module")
 def s3() -> Iterator[S3Endpoint]:
-    with moto_s3() as endpoint, pytest.MonkeyPatch.context() as patch:
-        for key, value in endpoint.env.items():
-            patch.setenv(key, value)
+    with moto_s3_env() as endpoint:
         yield endpoint
 
 

@@ -24,7 +24,7 @@ from pipeline.extract import extract_visual
 from pipeline.store import CachedFeatureDataset
 from pipeline.store.lock import lock_path, store_lock
 from stages.extract import main as extract_main
-from tests.helpers import make_mini_camvid
+from tests.helpers import HookedDataset, make_mini_camvid
 from tests.store_faults import EXTRACT, visual_store
 from tests.tally import TALLY, digest, expect_one_line_error
 
@@ -51,24 +51,17 @@ def _extract(camvid: Path, cache: Path, *extra: str) -> tuple[int, str]:
     return result.exit_code, result.stderr
 
 
-class _Paused:
+class _Paused(HookedDataset):
     """The val split, but reading image ``at`` waits for ``go`` (the writer holds its lock)."""
 
     def __init__(self, dataset, at: int, reached: threading.Event, go: threading.Event) -> None:
-        self.dataset, self.at, self.reached, self.go = dataset, at, reached, go
-        self.name, self.split, self.class_names = dataset.name, dataset.split, dataset.class_names
+        super().__init__(dataset)
+        self.at, self.reached, self.go = at, reached, go
 
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def image_id(self, index: int) -> str:
-        return self.dataset.image_id(index)
-
-    def __getitem__(self, index: int):
+    def before(self, index: int) -> None:
         if index == self.at:
             self.reached.set()
             assert self.go.wait(300)
-        return self.dataset[index]
 
 
 def test_a_second_writer_is_refused_naming_the_holder(camvid: Path, reference: Path,

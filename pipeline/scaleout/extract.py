@@ -29,7 +29,7 @@ from pipeline.data.base import SegmentationDataset
 from pipeline.data.views import ViewRecipe
 from pipeline.encoders.visual import VisualEncoder
 from pipeline.errors import FusionerError
-from pipeline.extract import encode_shards, finish_report, open_visual_writer
+from pipeline.extract import begin_extraction, encode_shards, finish_report
 from pipeline.store.layout import identity
 from pipeline.store.location import RemoteLocation, StoreLocation
 from pipeline.store.lock import store_lock
@@ -173,13 +173,9 @@ def extract_visual_distributed(
     from distributed import as_completed
 
     with store_lock(store_path):  # the client writes flags and attributes: it holds the lock
-        writer = open_visual_writer(dataset, encoder, store_path, shard_images, overwrite,
-                                    views, batch_size)
-        report: dict[str, Any] = {"store": str(store_path), "images": len(dataset),
-                                  "encoded": 0,
-                                  "skipped": dict(writer.group.attrs.get("skipped", {}))}
+        writer, report = begin_extraction(dataset, encoder, store_path, shard_images,
+                                          overwrite, views, batch_size)
         if writer.complete:
-            log.info("%s is complete already: nothing to do", store_path)
             return report
         blocks = shard_blocks(writer.pending_shards(), shards_per_task)
         count = sum(len(writer.shard_range(s)) for block in blocks for s in block)

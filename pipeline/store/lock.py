@@ -29,7 +29,7 @@ from pathlib import Path
 
 from filelock import FileLock, Timeout
 
-from pipeline.errors import StoreError
+from pipeline.errors import StoreError, first_line
 from pipeline.store.location import RemoteLocation, StoreLocation, as_location, storage_errors
 
 log = logging.getLogger(__name__)
@@ -118,6 +118,9 @@ def _local_lock(path: Path) -> Iterator[None]:
         holder = Holder.parse(_read(where)) or "unknown holder"
         raise StoreLockedError(f"{path}: another writer holds the store lock ({holder}); wait "
                                f"for it to finish (its lock: {where})") from None
+    except OSError as exc:  # e.g. a filesystem without flock: refuse rather than pretend
+        raise StoreError(f"{path}: cannot take the store lock {where} ({first_line(exc)}); "
+                         "write the cache on a filesystem with flock") from exc
     try:
         yield
     finally:
