@@ -96,12 +96,20 @@ class CachedFeatureDataset(Dataset):
         return self._open().rows(VIEW_PREFIX + name, start, stop, view - 1)
 
     def image_ids(self) -> list[str]:
-        ids = self.rows("image_ids", 0, int(self.attrs["num_images"]))
-        return [str(ids[i]) for i in self.indices]
+        return [str(i) for i in self._items("image_ids")]
 
     def labels(self) -> np.ndarray:
         """Every label map of this dataset (N, H, W) uint8, e.g. to plan training episodes."""
-        return self.rows("labels", 0, int(self.attrs["num_images"]))[self.indices]
+        return self._items("labels")
+
+    def _items(self, name: str) -> np.ndarray:
+        """Array ``name`` at this dataset's items, read from the shards holding them only."""
+        size = self.block_images
+        shards = {shard: self.rows(name, shard * size, (shard + 1) * size)
+                  for shard in sorted({index // size for index in self.indices})}
+        if not shards:
+            return self.rows(name, 0, 0)
+        return np.stack([shards[index // size][index % size] for index in self.indices])
 
     def _read(self, index: int, view: int = 0) -> list[np.ndarray]:
         """The ``ITEM_ARRAYS`` of view ``view`` of store image ``index``: alone, or sliced from

@@ -90,13 +90,22 @@ class ShardLayout:
 
     @classmethod
     def of(cls, attrs: Mapping[str, Any]) -> ShardLayout:
-        if attrs.get("kind") == "text":
-            count = int(attrs["num_classes"])
-            return cls(max(count, 1), count, {"class_names": 0, "embeddings": 0}, "class_names")
-        axes = dict.fromkeys((*ITEM_ARRAYS, "image_ids"), 0)
-        if view_count(attrs):
-            axes.update(dict.fromkeys((VIEW_PREFIX + name for name in ITEM_ARRAYS), 1))
-        return cls(int(attrs["shard_images"]), int(attrs["num_images"]), axes, "image_ids")
+        """The layout a store's root attributes describe (``StoreError`` if they do not)."""
+        try:
+            if attrs.get("kind") == "text":
+                count = int(attrs["num_classes"])
+                return cls(max(count, 1), count, {"class_names": 0, "embeddings": 0},
+                           "class_names")
+            axes = dict.fromkeys((*ITEM_ARRAYS, "image_ids"), 0)
+            if view_count(attrs):
+                axes.update(dict.fromkeys((VIEW_PREFIX + name for name in ITEM_ARRAYS), 1))
+            rows = int(attrs["shard_images"])
+            if rows < 1:
+                raise ValueError(f"shard_images={rows}")
+            return cls(rows, int(attrs["num_images"]), axes, "image_ids")
+        except (KeyError, ValueError, TypeError, AttributeError) as exc:
+            raise StoreError(f"store attributes do not describe its shards ({exc!r}); "
+                             "re-extract it with --overwrite") from exc
 
     @property
     def num_shards(self) -> int:
@@ -123,7 +132,10 @@ class ShardChecker:
 
     def __init__(self, path: StoreLocation | str, group: zarr.Group) -> None:
         self.path, self.group = path, group
-        self.layout = ShardLayout.of(group.attrs)
+        try:
+            self.layout = ShardLayout.of(group.attrs)
+        except StoreError as exc:
+            raise StoreError(f"{path}: {exc}") from exc
         try:
             self.arrays = {name: group[name] for name in self.layout.axes}
         except (KeyError, ValueError, OSError) as exc:
