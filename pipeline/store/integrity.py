@@ -210,7 +210,8 @@ class ShardChecker:
         text = self._records[shard] if shard < len(self._records) else ""
         try:
             record = json.loads(text)
-            if isinstance(record["crc32c"], dict) and isinstance(record["digest"], str):
+            if (isinstance(record["digest"], str) and isinstance(record["crc32c"], dict)
+                    and all(isinstance(v, dict) for v in record["crc32c"].values())):
                 return record
         except (ValueError, KeyError, TypeError):
             pass
@@ -240,7 +241,11 @@ class ShardChecker:
             return await asyncio.gather(ids(), *(_trailers(self.arrays[name], key)
                                                  for name, key in wanted))
 
-        names, *trailers = sync(fetch())
+        try:
+            names, *trailers = sync(fetch())
+        except Exception as exc:  # noqa: BLE001 - storage unreachable, denied, ...
+            raise StoreError(f"{self.path}: cannot read the chunks of shard {shard} "
+                             f"({type(exc).__name__}: {first_line(exc)})") from exc
         if isinstance(names, Exception):
             raise StoreDamage(self.path, self.layout.ids, shard, _reason(names)) from names
         found: dict[str, dict[str, list[str | None]]] = {name: {} for name in self.arrays}

@@ -69,11 +69,11 @@ class Holder:
         if self.host != socket.gethostname():
             return False
         try:
-            os.kill(self.pid, 0)
+            os.kill(self.pid, 0)  # signal 0: only asks whether the process exists
         except ProcessLookupError:
             return True
-        except PermissionError:
-            return False
+        except PermissionError:  # alive, another user's
+            pass
         return False
 
     def __str__(self) -> str:
