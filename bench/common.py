@@ -28,7 +28,7 @@ from pipeline.data import create_dataset
 from pipeline.data.base import Sample, SegmentationDataset
 from pipeline.encoders import create_text_encoder, create_visual_encoder
 from pipeline.extract import extract_text, extract_visual
-from pipeline.store import text_store_path, visual_store_path
+from pipeline.store import FORMAT_VERSION, text_store_path, visual_store_path
 from pipeline.store.visual import DEFAULT_SHARD_IMAGES, StoreCodec, VisualStoreWriter
 
 BENCH_CACHE = Path("cache/bench")  # git-ignored; stores here are reused between runs
@@ -216,7 +216,7 @@ def ensure_stores(n_images: int, visual: str = VISUAL, text: str = TEXT,
     store = visual_store_path(cache_dir, visual, DATASET, "train")
     if not _complete(store):
         encoder = create_visual_encoder(visual, random_init=True)
-        extract_visual(camvid_subset(n_images), encoder, store)
+        extract_visual(camvid_subset(n_images), encoder, store, overwrite=_outdated(store))
     text_store = text_store_path(cache_dir, text, DATASET)
     if not _complete(text_store):
         names = create_dataset(DATASET, "train").class_names
@@ -229,7 +229,14 @@ def train_store(cache_dir: Path, visual: str = VISUAL) -> Path:
 
 
 def _complete(path: Path) -> bool:
-    return path.exists() and zarr.open_group(str(path), mode="r").attrs.get("complete") is True
+    """A complete store of this format (an older one is extracted again)."""
+    return (path.exists() and not _outdated(path)
+            and zarr.open_group(str(path), mode="r").attrs.get("complete") is True)
+
+
+def _outdated(path: Path) -> bool:
+    return (path.exists() and zarr.open_group(str(path), mode="r").attrs.get("format_version")
+            != FORMAT_VERSION)
 
 
 def rewrite_store(src: Path, dst: Path, rows: Sequence[int], codec: StoreCodec | None = None,

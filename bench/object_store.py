@@ -30,9 +30,9 @@ import numpy as np
 import zarr
 
 from bench.common import MB, Table, ensure_stores, median, rewrite_store, timed, train_store
+from bench.read_path import item_bytes
 from pipeline.store import CachedFeatureDataset, RemoteLocation
 from pipeline.store.blocks import BlockShuffleSampler
-from pipeline.store.layout import ITEM_ARRAYS
 
 MIX = 4  # fusioner-fit's default --block-mix
 SHARD_SIZES = (8, 32, 128)
@@ -59,12 +59,6 @@ def s3_server() -> Iterator[str]:
     finally:
         server.terminate()
         server.wait()
-
-
-def item_bytes(dataset: CachedFeatureDataset) -> int:
-    """Stored bytes of one training item (patch tokens, CLS token, label map)."""
-    arrays = dataset.open_arrays()
-    return sum(int(np.prod(arrays[n].shape[1:])) * arrays[n].dtype.itemsize for n in ITEM_ARRAYS)
 
 
 def one_pass(dataset: CachedFeatureDataset, epoch: int) -> None:
@@ -100,7 +94,7 @@ def run(quick: bool = False) -> list[Table]:
         fs = RemoteLocation(f"s3://{BUCKET}", options).filesystem()[0]
         fs.mkdir(BUCKET)
         local = CachedFeatureDataset(rewrite_store(source, work / "local.zarr", rows))
-        size = item_bytes(local)
+        size = item_bytes(local.path)  # type: ignore[arg-type]
         table = Table(f"Object store: training Dataset reads, {n_images} images x "
                       f"{size / 1e3:.0f} kB, block-shuffled (mix {MIX}), S3 (moto, loopback) "
                       "vs local disk (warm)",

@@ -73,15 +73,25 @@ def open_hdf5(path: str) -> Mapping[str, Any]:
 
 class ArrayFeatures(CachedFeatureDataset):
     """The training Dataset's items (same ``__getitem__``) from another container: ``opener()``
-    returns name -> array (npy memmaps, an HDF5 file), opened lazily in each process."""
+    returns name -> array (npy memmaps, an HDF5 file, unchecked zarr arrays), opened lazily in
+    each process and read as they are (no shard records checked). ``shard_reads``: read whole
+    shards when block-shuffled, as the store's reader does (memmap/HDF5: per image, their
+    per-call cost is small)."""
 
-    def __init__(self, opener: Callable[[], Mapping[str, Any]], num_images: int) -> None:
+    def __init__(self, opener: Callable[[], Mapping[str, Any]], num_images: int,
+                 shard_reads: bool = False) -> None:
         self.path, self.attrs, self.indices = Path("."), {}, list(range(num_images))
         self.block_images, self.cache_blocks, self._blocks = 32, 0, OrderedDict()
-        self.opener, self._arrays, self._pid = opener, None, None
+        self.opener, self._arrays, self._pid, self._checker = opener, None, None, None
+        self.views, self.shard_reads = 0, shard_reads
 
-    def open_arrays(self) -> Mapping[str, Any]:
-        return self.opener()
+    def __getstate__(self) -> dict[str, Any]:
+        return {**super().__getstate__(), "_arrays": None}
+
+    def rows(self, name: str, start: int, stop: int, view: int = 0) -> np.ndarray:
+        if self._arrays is None or self._pid != os.getpid():
+            self._arrays, self._pid = self.opener(), os.getpid()
+        return np.asarray(self._arrays[name][start:stop])
 
 
 def item_bytes(store: Path) -> int:
@@ -110,7 +120,8 @@ def stream(dataset: CachedFeatureDataset, order: Iterable[int]) -> None:
 def block_reader(dataset: CachedFeatureDataset) -> CachedFeatureDataset:
     """The same Dataset reading whole shards (``MIX`` kept), as ``fusioner-fit`` does."""
     # memmap/HDF5 rows keep reading per image (cheap calls)
-    return dataset.with_block_cache(0 if isinstance(dataset, ArrayFeatures) else MIX)
+    per_image = isinstance(dataset, ArrayFeatures) and not dataset.shard_reads
+    return dataset.with_block_cache(0 if per_image else MIX)
 
 
 def shuffled(dataset: CachedFeatureDataset, order: str, epoch: int) -> list[int]:
@@ -128,14 +139,17 @@ def measure(dataset: CachedFeatureDataset, path: Path, repeats: int, cold: bool,
     """Median seconds of one shuffled pass over ``dataset`` (a fresh order each pass)."""
     reader = dataset if order == "per image" else block_reader(dataset)
     epochs = iter(range(repeats + 1))
+    return median(timed(lambda: read_pass(reader, path, cold, order, next(epochs)), repeats))
 
-    def one_pass() -> None:
-        reader.clear_block_cache()  # every shard is read in each pass, none kept from the last
-        if cold:
-            evict(path)
-        stream(reader, shuffled(reader, order, next(epochs)))
 
-    return median(timed(one_pass, repeats))
+def read_pass(reader: CachedFeatureDataset, path: Path, cold: bool, order: str,
+              epoch: int, recheck: bool = False) -> None:
+    """One shuffled pass of ``reader`` (already ``block_reader``'d for shard reads);
+    ``recheck``: its shards' records are checked again, as in a fresh process."""
+    reader.clear_block_cache(recheck)  # every shard is read in each pass
+    if cold:
+        evict(path)
+    stream(reader, shuffled(reader, order, epoch))
 
 
 def zarr_label(codec: StoreCodec, shard: int) -> str:

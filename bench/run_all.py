@@ -14,7 +14,7 @@ from pathlib import Path
 from bench.common import Table, machine_table
 
 BENCHMARKS = ("cache_speedup", "read_path", "extraction", "storage", "scaling", "views",
-              "object_store")
+              "object_store", "verification")
 
 
 def main() -> None:

@@ -20,10 +20,11 @@ from pipeline.data.views import ViewRecipe, make_view
 from pipeline.encoders.templates import PROMPT_TEMPLATES
 from pipeline.encoders.text import TextEncoder
 from pipeline.encoders.visual import VisualEncoder
-from pipeline.errors import BadInputError
+from pipeline.errors import BadInputError, StoreError
 from pipeline.store.layout import FORMAT_VERSION, identity
-from pipeline.store.location import StoreLocation, open_group, store_exists
-from pipeline.store.text import write_text_store
+from pipeline.store.location import StoreLocation, store_exists
+from pipeline.store.lock import store_lock
+from pipeline.store.text import read_text_store, write_text_store
 from pipeline.store.visual import DEFAULT_SHARD_IMAGES, VisualStoreWriter
 
 log = logging.getLogger(__name__)
@@ -85,9 +86,11 @@ def _collate(items: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def visual_store_attrs(encoder: VisualEncoder, dataset: SegmentationDataset,
-                       views: ViewRecipe | None = None) -> dict[str, Any]:
+                       views: ViewRecipe | None = None,
+                       batch_size: int | None = None) -> dict[str, Any]:
     """Root attributes of a visual store: encoder provenance + dataset identity + code version,
-    and the ``views`` recipe when the store holds augmented views (a store without has none)."""
+    the ``views`` recipe when the store holds augmented views (a store without has none), and
+    the ``extraction`` settings a repair redoes shards with (``batch_size``; not identity)."""
     attrs = {
         **encoder.provenance(),
         "dataset": dataset.name,
@@ -97,6 +100,8 @@ def visual_store_attrs(encoder: VisualEncoder, dataset: SegmentationDataset,
     }
     if views is not None and views.count:
         attrs["views"] = views.attrs()
+    if batch_size is not None:
+        attrs["extraction"] = {"batch_size": batch_size}
     built_for_fold = getattr(dataset, "built_for_fold", None)  # fold mosaics: one fold only
     if built_for_fold is not None:
         attrs["built_for_fold"] = int(built_for_fold)
@@ -203,48 +208,66 @@ def extract_visual(
     show a progress bar).
 
     Shards already written by an interrupted run are kept; a complete identical store is a no-op.
-    ``views``: also store that many seeded augmented views per image (``pipeline.data.views``);
-    resuming a store made with another recipe is refused.
+    The store's writer lock (``pipeline.store.lock``) is held throughout: a second writer of
+    the same store is refused. ``views``: also store that many seeded augmented views per image
+    (``pipeline.data.views``); resuming a store made with another recipe is refused.
     """
-    writer = open_visual_writer(dataset, encoder, store_path, shard_images, overwrite, views)
-    report: dict[str, Any] = {"store": str(store_path), "images": len(dataset), "encoded": 0,
-                              "skipped": dict(writer.group.attrs.get("skipped", {}))}
-    if writer.complete:
-        log.info("%s is complete already: nothing to do", store_path)
-        return report
-    pending = [(shard, writer.shard_range(shard)) for shard in writer.pending_shards()]
-    count = sum(len(rows) for _, rows in pending)
-    log.info("extracting %d images (%d shards) of %s/%s with %s into %s", count,
-             len(pending), dataset.name, dataset.split, encoder.slug, store_path)
-    encoder = encoder.to(device).eval()
-    started, forward_seconds = time.perf_counter(), 0.0
-    with tqdm(total=count, unit="img", desc=f"extract {encoder.slug}",
-              disable=not progress) as bar:
+    with store_lock(store_path):  # one writer at a time, taken before anything is touched
+        writer, report = begin_extraction(dataset, encoder, store_path, shard_images,
+                                          overwrite, views, batch_size)
+        if writer.complete:
+            return report
+        pending = [(shard, writer.shard_range(shard)) for shard in writer.pending_shards()]
+        count = sum(len(rows) for _, rows in pending)
+        log.info("extracting %d images (%d shards) of %s/%s with %s into %s", count,
+                 len(pending), dataset.name, dataset.split, encoder.slug, store_path)
+        encoder = encoder.to(device).eval()
+        started, forward_seconds = time.perf_counter(), 0.0
+        with tqdm(total=count, unit="img", desc=f"extract {encoder.slug}",
+                  disable=not progress) as bar:
 
-        def advance(n: int) -> None:
-            bar.update(n)
-            bar.set_postfix(img_s=f"{bar.n / max(time.perf_counter() - started, 1e-9):.1f}")
+            def advance(n: int) -> None:
+                bar.update(n)
+                rate = bar.n / max(time.perf_counter() - started, 1e-9)
+                bar.set_postfix(img_s=f"{rate:.1f}")
 
-        for encoded in encode_shards(dataset, encoder, pending, batch_size, device, num_workers,
-                                     skip_bad, advance, views):
-            forward_seconds += encoded.forward_seconds
-            writer.write_shard(*encoded.write_args())
-            if encoded.skipped:
-                report["skipped"].update(encoded.skipped)
-                writer.group.attrs["skipped"] = report["skipped"]
-    writer.finalize()
-    finish_report(report, count, time.perf_counter() - started, forward_seconds)
+            for encoded in encode_shards(dataset, encoder, pending, batch_size, device,
+                                         num_workers, skip_bad, advance, views):
+                forward_seconds += encoded.forward_seconds
+                writer.write_shard(*encoded.write_args())
+                if encoded.skipped:
+                    report["skipped"].update(encoded.skipped)
+                    writer.group.attrs["skipped"] = report["skipped"]
+        writer.finalize()
+        finish_report(report, count, time.perf_counter() - started, forward_seconds)
     return report
 
 
 def open_visual_writer(dataset: SegmentationDataset, encoder: VisualEncoder,
                        store_path: StoreLocation, shard_images: int, overwrite: bool,
-                       views: ViewRecipe | None = None) -> VisualStoreWriter:
-    """Create (or resume, after checking its settings and view recipe) the store of ``dataset``."""
+                       views: ViewRecipe | None = None,
+                       batch_size: int | None = None) -> VisualStoreWriter:
+    """Create (or resume, after checking its settings and view recipe) the store of ``dataset``
+    (the caller holds the store's lock)."""
     return VisualStoreWriter(
-        store_path, visual_store_attrs(encoder, dataset, views), len(dataset), encoder.grid_size,
+        store_path, visual_store_attrs(encoder, dataset, views, batch_size), len(dataset),
+        encoder.grid_size,
         encoder.feature_dim, encoder.image_size, shard_images=shard_images, overwrite=overwrite,
     )
+
+
+def begin_extraction(dataset: SegmentationDataset, encoder: VisualEncoder,
+                     store_path: StoreLocation, shard_images: int, overwrite: bool,
+                     views: ViewRecipe | None, batch_size: int,
+                     ) -> tuple[VisualStoreWriter, dict[str, Any]]:
+    """Open (create or resume) the store of an extraction whose caller holds the store lock,
+    and start its report (with the skipped samples it resumes with)."""
+    writer = open_visual_writer(dataset, encoder, store_path, shard_images, overwrite, views,
+                                batch_size)
+    if writer.complete:
+        log.info("%s is complete already: nothing to do", store_path)
+    return writer, {"store": str(store_path), "images": len(dataset), "encoded": 0,
+                    "skipped": dict(writer.group.attrs.get("skipped", {}))}
 
 
 def finish_report(report: dict[str, Any], count: int, elapsed: float,
@@ -288,20 +311,29 @@ def extract_text(
     templates: tuple[str, ...] = PROMPT_TEMPLATES,
     overwrite: bool = False,
 ) -> dict[str, Any]:
-    """Embed every class name (prompt-averaged) into the text store; identical store = no-op."""
+    """Embed every class name (prompt-averaged) into the text store (under its writer lock);
+    an identical store that verifies is a no-op, anything else is rewritten whole."""
     attrs = text_store_attrs(encoder, dataset_name, templates, class_names)
     wanted = {**attrs, "format_version": FORMAT_VERSION, "kind": "text",
               "num_classes": len(class_names)}
-    if not overwrite and store_exists(store_path):
-        group = open_group(store_path, mode="r")
-        found = dict(group.attrs)
-        same = found.get("complete") is True and identity(found) == identity(wanted)
-        if same and [str(n) for n in group["class_names"][:]] == class_names:
+    with store_lock(store_path):
+        if not overwrite and _same_text_store(store_path, wanted, class_names):
             log.info("%s is complete already: nothing to do", store_path)
             return {"store": str(store_path), "classes": len(class_names), "encoded": 0}
-    started = time.perf_counter()
-    embeddings = encoder.encode_store(class_names, templates).numpy()
-    write_text_store(store_path, class_names, embeddings, attrs)
+        started = time.perf_counter()
+        embeddings = encoder.encode_store(class_names, templates).numpy()
+        write_text_store(store_path, class_names, embeddings, attrs)
     log.info("embedded %d class names x %d prompts with %s in %.1fs", len(class_names),
              len(attrs["templates"]), encoder.slug, time.perf_counter() - started)
     return {"store": str(store_path), "classes": len(class_names), "encoded": len(class_names)}
+
+
+def _same_text_store(path: StoreLocation, wanted: dict[str, Any], class_names: list[str]) -> bool:
+    """Whether a complete, undamaged text store with ``wanted`` identity and names is there."""
+    if not store_exists(path):
+        return False
+    try:
+        found = read_text_store(path)
+    except StoreError:
+        return False
+    return identity(found.attrs) == identity(wanted) and found.class_names == class_names

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
-from pipeline.errors import BadInputError, FusionerError
+from pipeline.errors import BadInputError, FusionerError, one_line
 from pipeline.store.layout import DEFAULT_CACHE_DIR
 from pipeline.store.location import as_location, is_url
 
@@ -52,6 +52,10 @@ class OneLineCommand(click.Command):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+class OneLineGroup(OneLineCommand, click.Group):
+    """A click group whose usage errors are one ``error:`` line, as ``OneLineCommand``'s."""
+
+
 def one_line_errors(fn: F) -> F:
     """Turn ``FusionerError`` (and interrupted runs) into one line on stderr and exit code 1/130."""
 
@@ -60,7 +64,7 @@ def one_line_errors(fn: F) -> F:
         try:
             return fn(*args, **kwargs)
         except FusionerError as exc:
-            click.echo(f"error: {' '.join(str(exc).split())}", err=True)  # always one line
+            click.echo(f"error: {one_line(exc)}", err=True)  # always one line
             sys.exit(1)
         except KeyboardInterrupt:
             click.echo("interrupted: finished work is kept; rerun the same command to resume",

@@ -155,5 +155,6 @@ def pytest_terminal_summary(terminalreporter) -> None:
     """Print what the reliability tests tried and found (crashes and data lost must be 0)."""
     if TALLY:
         counts = ", ".join(f"{key}: {TALLY[key]}" for key in
-                           ("bad inputs tried", "crashes", "data lost", "kills survived"))
+                           ("bad inputs tried", "crashes", "data lost", "kills survived",
+                            "damaged stores repaired"))
         terminalreporter.write_line(f"reliability: {counts}")

@@ -39,6 +39,28 @@ def make_mini_camvid(root: Path, per_split: int = 5) -> Path:
     return root
 
 
+class HookedDataset:
+    """A dataset that behaves as ``dataset`` but calls ``before(index)`` before each sample (to
+    stop, stall or interrupt an extraction at a chosen image)."""
+
+    def __init__(self, dataset) -> None:
+        self.dataset = dataset
+        self.name, self.split, self.class_names = dataset.name, dataset.split, dataset.class_names
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def image_id(self, index: int) -> str:
+        return self.dataset.image_id(index)
+
+    def before(self, index: int) -> None:
+        """Called before sample ``index`` is read."""
+
+    def __getitem__(self, index: int):
+        self.before(index)
+        return self.dataset[index]
+
+
 def make_mini_coco128(root: Path, count: int = 8) -> Path:
     """A coco128-seg folder with its data.yaml and the first ``count`` real images + labels
     (the fixed split makes every 4th image val: ``count`` 8 -> 6 train, 2 val)."""

@@ -65,6 +65,18 @@ def moto_s3() -> Iterator[S3Endpoint]:
             server.stop()
 
 
+@contextmanager
+def moto_s3_env() -> Iterator[S3Endpoint]:
+    """``moto_s3`` with this process's environment pointing at it (inherited by subprocesses,
+    dask workers and DVC) while it runs."""
+    import pytest
+
+    with moto_s3() as endpoint, pytest.MonkeyPatch.context() as patch:
+        for key, value in endpoint.env.items():
+            patch.setenv(key, value)
+        yield endpoint
+
+
 def _set_auth(url: str, count: str) -> None:
     """moto's switch: authenticate every request after ``count`` more unauthenticated ones."""
     request = urllib.request.Request(f"{url}/moto-api/reset-auth", data=count.encode(),

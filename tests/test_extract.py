@@ -15,7 +15,7 @@ from pipeline.encoders import create_visual_encoder
 from pipeline.extract import extract_visual
 from pipeline.store import CachedFeatureDataset, read_text_store
 from stages.extract import main
-from tests.helpers import make_mini_camvid
+from tests.helpers import HookedDataset, make_mini_camvid
 
 SMALL = ["--image-size", "64x80", "--shard-images", "2", "--batch-size", "2", "--device", "cpu"]
 
@@ -66,23 +66,16 @@ def test_extract_layout_and_noop_rerun(camvid: Path, tmp_path: Path) -> None:
     assert (store / "patch_tokens" / "c" / "0" / "0" / "0" / "0").stat().st_mtime_ns == before
 
 
-class _Interrupting:
+class _Interrupting(HookedDataset):
     """A dataset that dies (like a killed process) when it reaches ``stop_at``."""
 
     def __init__(self, dataset, stop_at: int) -> None:
-        self.dataset, self.stop_at = dataset, stop_at
-        self.name, self.split, self.class_names = dataset.name, dataset.split, dataset.class_names
+        super().__init__(dataset)
+        self.stop_at = stop_at
 
-    def __len__(self) -> int:
-        return len(self.dataset)
-
-    def image_id(self, index: int) -> str:
-        return self.dataset.image_id(index)
-
-    def __getitem__(self, index: int):
+    def before(self, index: int) -> None:
         if index == self.stop_at:
             raise KeyboardInterrupt
-        return self.dataset[index]
 
 
 def test_interrupted_extraction_resumes_to_the_same_store(camvid: Path, tmp_path: Path) -> None:

@@ -29,10 +29,10 @@ from stages.evaluate import main as evaluate_main
 from stages.extract import main as extract_main
 from stages.fit import main as fit_main
 from tests.helpers import TINY_FIT, make_mini_camvid
-from tests.s3_server import BUCKET, S3Endpoint, moto_s3
+from tests.s3_server import BUCKET, S3Endpoint, moto_s3_env
 
 ROOT = Path(__file__).resolve().parents[1]
-ARRAYS = ("patch_tokens", "cls_token", "labels", "image_ids", "shard_done")
+ARRAYS = ("patch_tokens", "cls_token", "labels", "image_ids", "shard_done", "shard_digest")
 ENCODE = ["--backbone", "dino_vits16", "--random-init", "--image-size", "64x80",
           "--device", "cpu", "--shard-images", "1", "--batch-size", "1"]
 SHARDS = {"shard_images": 1, "batch_size": 1}  # 6 shards of one image
@@ -42,9 +42,7 @@ SHARDS = {"shard_images": 1, "batch_size": 1}  # 6 shards of one image
 def s3() -> Iterator[S3Endpoint]:
     """The endpoint, with this process's environment pointing at it (inherited by subprocesses
     and dask workers)."""
-    with moto_s3() as endpoint, pytest.MonkeyPatch.context() as patch:
-        for key, value in endpoint.env.items():
-            patch.setenv(key, value)
+    with moto_s3_env() as endpoint:
         yield endpoint
 
 

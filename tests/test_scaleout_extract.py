@@ -27,7 +27,7 @@ from pipeline.store import CachedFeatureDataset
 from stages.extract import main
 from tests.helpers import make_mini_camvid
 
-ARRAYS = ("patch_tokens", "cls_token", "labels", "image_ids", "shard_done")
+ARRAYS = ("patch_tokens", "cls_token", "labels", "image_ids", "shard_done", "shard_digest")
 SIZE = (64, 80)
 SETTINGS = {"batch_size": 2, "shard_images": 3}  # 7 images: shards of 3, 3, 1
 

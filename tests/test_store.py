@@ -11,6 +11,7 @@ import zarr
 from hypothesis import given
 from hypothesis import strategies as st
 from torch.utils.data import DataLoader
+from zarr.codecs import Crc32cCodec
 
 from pipeline.errors import StoreError
 from pipeline.store import (
@@ -52,9 +53,11 @@ def test_round_trip_and_layout(tmp_path: Path) -> None:
     group = open_visual_store(path, {"encoder": "dino_vits16"})
     assert group["patch_tokens"].dtype == np.float16
     assert group["patch_tokens"].chunks == (2, 2, 3, 8)  # one chunk per 2-image shard
-    assert group["patch_tokens"].compressors == ()  # raw float16: features barely compress
+    # raw float16 (features barely compress), framed by a CRC-32C per chunk
+    assert group["patch_tokens"].compressors == (Crc32cCodec(),)
+    assert all(isinstance(group[name].compressors[-1], Crc32cCodec) for name in group.array_keys())
     assert group["labels"].dtype == np.uint8
-    assert group.attrs["complete"] is True and group.attrs["format_version"] == 1
+    assert group.attrs["complete"] is True and group.attrs["format_version"] == 2
     dataset = CachedFeatureDataset(path)
     assert len(dataset) == 5 and dataset.image_ids() == ids
     item = dataset[3]

@@ -18,6 +18,7 @@ which cannot promise that; the parameters are therefore drawn here (torchvision'
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -54,6 +55,19 @@ class ViewRecipe:
         if not 0 <= self.jitter < 1 or not 0 <= self.flip <= 1:
             raise ValueError(f"view jitter must be in [0, 1) and flip in [0, 1]: "
                              f"{self.jitter}, {self.flip}")
+
+    @classmethod
+    def from_attrs(cls, attrs: Mapping[str, Any]) -> ViewRecipe:
+        """The recipe a store's ``views`` attribute records (what ``attrs`` wrote), e.g. to
+        redo a damaged shard's views the same way."""
+        ops = {op.get("op"): op for op in attrs.get("ops", []) if isinstance(op, Mapping)}
+        crop = ops.get("random_resized_crop", {})
+        given = {"scale": tuple(crop.get("scale", ())) or None,
+                 "ratio": tuple(crop.get("ratio", ())) or None,
+                 "flip": ops.get("horizontal_flip", {}).get("p"),
+                 "jitter": ops.get("color_jitter", {}).get("brightness")}
+        return cls(int(attrs.get("count", 0)), int(attrs.get("seed", 0)),
+                   **{key: value for key, value in given.items() if value is not None})
 
     def attrs(self) -> dict[str, Any]:
         """The store's ``views`` attribute: the whole recipe (part of the store's identity)."""

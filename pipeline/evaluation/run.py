@@ -189,10 +189,11 @@ def overlay_positions(features: CachedFeatureDataset, split: ZeroShotSplit, coun
     """``count`` images showing unseen classes, evenly spread over the split (store order)."""
     if count <= 0:
         return []
-    labels = open_visual_store(features.path)["labels"]  # read in blocks, never all at once
+    total = int(features.attrs["num_images"])  # labels read in blocks, never all at once
     wanted, showing = set(features.indices), []
-    for start in range(0, labels.shape[0], block):
-        for row, label in enumerate(np.asarray(labels[start:start + block]), start=start):
+    for start in range(0, total, block):
+        for row, label in enumerate(features.rows("labels", start, min(start + block, total)),
+                                    start=start):
             if row in wanted and evaluation_episodes(label, split):
                 showing.append(row)
     if len(showing) <= count:

@@ -29,9 +29,10 @@ from pipeline.data.base import SegmentationDataset
 from pipeline.data.views import ViewRecipe
 from pipeline.encoders.visual import VisualEncoder
 from pipeline.errors import FusionerError
-from pipeline.extract import encode_shards, finish_report, open_visual_writer
+from pipeline.extract import begin_extraction, encode_shards, finish_report
 from pipeline.store.layout import identity
 from pipeline.store.location import RemoteLocation, StoreLocation
+from pipeline.store.lock import store_lock
 from pipeline.store.visual import DEFAULT_SHARD_IMAGES, VisualStoreWriter
 from pipeline.train.distributed import cpu_cores
 
@@ -171,43 +172,42 @@ def extract_visual_distributed(
     """
     from distributed import as_completed
 
-    writer = open_visual_writer(dataset, encoder, store_path, shard_images, overwrite, views)
-    report: dict[str, Any] = {"store": str(store_path), "images": len(dataset), "encoded": 0,
-                              "skipped": dict(writer.group.attrs.get("skipped", {}))}
-    if writer.complete:
-        log.info("%s is complete already: nothing to do", store_path)
-        return report
-    blocks = shard_blocks(writer.pending_shards(), shards_per_task)
-    count = sum(len(writer.shard_range(s)) for block in blocks for s in block)
-    log.info("extracting %d images (%d tasks) of %s/%s with %s into %s on %s", count,
-             len(blocks), dataset.name, dataset.split, encoder.slug, store_path,
-             client.scheduler.address)
-    store = store_path if isinstance(store_path, RemoteLocation) else str(
-        Path(store_path).resolve())
-    job = BlockJob(store, EncoderRecipe.of(encoder), batch_size, device, skip_bad, torch_threads,
-                   views)
-    run = uuid.uuid4().hex[:8]
-    data = client.submit(_provide, dataset, key=f"fusioner-dataset-{run}")
-    futures = [
-        client.submit(encode_block, job, data, block, retries=retries,
-                      key=f"fusioner-encode-{run}-{block[0]:06d}")
-        for block in blocks
-    ]
-    started, forward_seconds = time.perf_counter(), 0.0
-    try:
-        with tqdm(total=count, unit="img", desc=f"extract {encoder.slug} (dask)",
-                  disable=not progress) as bar:
-            for _, result in as_completed(futures, with_results=True):
-                writer.mark_done(result.shards)
-                forward_seconds += result.forward_seconds
-                bar.update(result.images)
-                if result.skipped:
-                    report["skipped"].update(result.skipped)
-                    writer.group.attrs["skipped"] = report["skipped"]
-    finally:
-        client.cancel([*futures, data])
-    writer.finalize()
-    finish_report(report, count, time.perf_counter() - started, forward_seconds)
+    with store_lock(store_path):  # the client writes flags and attributes: it holds the lock
+        writer, report = begin_extraction(dataset, encoder, store_path, shard_images,
+                                          overwrite, views, batch_size)
+        if writer.complete:
+            return report
+        blocks = shard_blocks(writer.pending_shards(), shards_per_task)
+        count = sum(len(writer.shard_range(s)) for block in blocks for s in block)
+        log.info("extracting %d images (%d tasks) of %s/%s with %s into %s on %s", count,
+                 len(blocks), dataset.name, dataset.split, encoder.slug, store_path,
+                 client.scheduler.address)
+        store = store_path if isinstance(store_path, RemoteLocation) else str(
+            Path(store_path).resolve())
+        job = BlockJob(store, EncoderRecipe.of(encoder), batch_size, device, skip_bad,
+                       torch_threads, views)
+        run = uuid.uuid4().hex[:8]
+        data = client.submit(_provide, dataset, key=f"fusioner-dataset-{run}")
+        futures = [
+            client.submit(encode_block, job, data, block, retries=retries,
+                          key=f"fusioner-encode-{run}-{block[0]:06d}")
+            for block in blocks
+        ]
+        started, forward_seconds = time.perf_counter(), 0.0
+        try:
+            with tqdm(total=count, unit="img", desc=f"extract {encoder.slug} (dask)",
+                      disable=not progress) as bar:
+                for _, result in as_completed(futures, with_results=True):
+                    writer.mark_done(result.shards)
+                    forward_seconds += result.forward_seconds
+                    bar.update(result.images)
+                    if result.skipped:
+                        report["skipped"].update(result.skipped)
+                        writer.group.attrs["skipped"] = report["skipped"]
+        finally:
+            client.cancel([*futures, data])
+        writer.finalize()
+        finish_report(report, count, time.perf_counter() - started, forward_seconds)
     return report
 
 

@@ -7,6 +7,11 @@ kept among the last ``cache_blocks`` shards: fast for sequential or block-shuffl
 (``pipeline.store.blocks``), wasteful for fully random order (one shard read per item).
 A store with augmented views serves view ``v`` of an item as ``dataset[(item, v)]`` (a plain
 ``dataset[item]`` is view 0); each cached block is one view of one shard.
+Every read goes through ``pipeline.store.integrity.ShardChecker``: the records of the shards
+holding the dataset's items are checked when it is opened (a missing, truncated or misplaced
+chunk stops it before any work), zarr checks each chunk's CRC-32C on every read, and a worker
+process checks a shard's record again the first time it reads the shard; damage is one
+``StoreDamage`` line naming the store, the array and the shard.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ import torch
 from torch.utils.data import Dataset
 
 from pipeline.errors import StoreError, first_line
+from pipeline.store.integrity import ShardChecker
 from pipeline.store.layout import ITEM_ARRAYS, VIEW_PREFIX, view_count
 from pipeline.store.location import StoreLocation, as_location, open_group
 from pipeline.store.visual import open_visual_store
@@ -43,15 +49,17 @@ class CachedFeatureDataset(Dataset):
         self.cache_blocks = cache_blocks
         self.views = view_count(self.attrs)
         self._blocks: OrderedDict[tuple[int, int], dict[str, np.ndarray]] = OrderedDict()
-        self._arrays: Mapping[str, Any] | None = None
+        self._checker: ShardChecker | None = None
         self._pid: int | None = None
+        for shard in sorted({index // self.block_images for index in self.indices}):
+            self._open().check_shard(shard)  # a missing or misplaced chunk stops us up front
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getstate__(self) -> dict[str, Any]:
         state = self.__dict__.copy()
-        state["_arrays"] = None  # never ship an open store to a worker
+        state["_checker"] = None  # never ship an open store to a worker
         state["_blocks"] = OrderedDict()
         return state
 
@@ -62,49 +70,57 @@ class CachedFeatureDataset(Dataset):
         reader.cache_blocks, reader._blocks = cache_blocks, OrderedDict()
         return reader
 
-    def clear_block_cache(self) -> None:
-        """Forget the cached shards (the next items are read from the store again)."""
+    def clear_block_cache(self, recheck: bool = False) -> None:
+        """Forget the cached shards: the next items are read from the store again (``recheck``:
+        and their shards' records checked again, as a fresh process would)."""
         self._blocks.clear()
+        if recheck and self._checker is not None:
+            self._checker.recheck()
 
     def block_of(self, item: int) -> int:
         """The shard holding ``item`` (what ``BlockShuffleSampler`` groups by)."""
         return self.indices[item] // self.block_images
 
-    def open_arrays(self) -> Mapping[str, Any]:
-        """Name -> array of this store; looked up once per process (a lookup re-reads metadata)."""
-        group = open_group(self.path, mode="r")
-        views = [VIEW_PREFIX + name for name in ITEM_ARRAYS] if self.views else []
-        return {name: group[name] for name in (*ITEM_ARRAYS, *views, "image_ids")}
+    def _open(self) -> ShardChecker:
+        """This store's checked reader, opened once per process (a lookup re-reads metadata)."""
+        if self._checker is None or self._pid != os.getpid():
+            self._checker = ShardChecker(self.path, open_group(self.path, mode="r"))
+            self._pid = os.getpid()
+        return self._checker
 
-    def _open(self) -> Mapping[str, Any]:
-        if self._arrays is None or self._pid != os.getpid():
-            self._arrays, self._pid = self.open_arrays(), os.getpid()
-        return self._arrays
+    def rows(self, name: str, start: int, stop: int, view: int = 0) -> np.ndarray:
+        """Store rows [start, stop) of item array ``name`` (or ``image_ids``) in view ``view``,
+        every chunk and shard checked (``StoreDamage`` names the damaged one)."""
+        if view == 0:
+            return self._open().rows(name, start, stop)
+        return self._open().rows(VIEW_PREFIX + name, start, stop, view - 1)
 
     def image_ids(self) -> list[str]:
-        return [str(i) for i in self._open()["image_ids"][:][self.indices]]
+        return [str(i) for i in self._items("image_ids")]
 
     def labels(self) -> np.ndarray:
         """Every label map of this dataset (N, H, W) uint8, e.g. to plan training episodes."""
-        return np.asarray(self._open()["labels"][:])[self.indices]
+        return self._items("labels")
+
+    def _items(self, name: str) -> np.ndarray:
+        """Array ``name`` at this dataset's items, read from the shards holding them only."""
+        size = self.block_images
+        shards = {shard: self.rows(name, shard * size, (shard + 1) * size)
+                  for shard in sorted({index // size for index in self.indices})}
+        if not shards:
+            return self.rows(name, 0, 0)
+        return np.stack([shards[index // size][index % size] for index in self.indices])
 
     def _read(self, index: int, view: int = 0) -> list[np.ndarray]:
         """The ``ITEM_ARRAYS`` of view ``view`` of store image ``index``: alone, or sliced from
         its cached shard (one view of one shard: one chunk file per array)."""
-        arrays = self._open()
-
-        def rows(name: str, selection: int | slice) -> np.ndarray:
-            if view == 0:
-                return np.asarray(arrays[name][selection])
-            return np.asarray(arrays[VIEW_PREFIX + name][view - 1, selection])
-
         if self.cache_blocks <= 0:
-            return [rows(name, index) for name in ITEM_ARRAYS]
+            return [self.rows(name, index, index + 1, view)[0] for name in ITEM_ARRAYS]
         block, offset = divmod(index, self.block_images)
         key = (block, view)
         if key not in self._blocks:
             start = block * self.block_images
-            self._blocks[key] = {name: rows(name, slice(start, start + self.block_images))
+            self._blocks[key] = {name: self.rows(name, start, start + self.block_images, view)
                                  for name in ITEM_ARRAYS}
             while len(self._blocks) > self.cache_blocks:
                 self._blocks.popitem(last=False)
@@ -118,6 +134,8 @@ class CachedFeatureDataset(Dataset):
         index = self.indices[item]
         try:
             tokens, cls, label = self._read(index, view)
+        except StoreError:
+            raise
         except Exception as exc:  # noqa: BLE001 - a damaged shard is one clear message
             raise StoreError(f"{self.path}: image {index} unreadable, the store is damaged "
                              f"({first_line(exc)}); re-extract it with --overwrite") from exc

@@ -16,6 +16,7 @@ from typing import Any
 import h5py
 import numpy as np
 
+from pipeline.store.integrity import ShardChecker
 from pipeline.store.layout import ITEM_ARRAYS
 from pipeline.store.visual import open_visual_store
 
@@ -38,7 +39,8 @@ def export_visual_store_to_hdf5(zarr_path: Path | str, h5_path: Path | str,
     h5_path = Path(h5_path)
     h5_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = h5_path.with_name(h5_path.name + ".tmp")
-    step = int(group.attrs.get("shard_images", 32))
+    step, total = int(group.attrs.get("shard_images", 32)), int(group.attrs["num_images"])
+    checked = ShardChecker(zarr_path, group)  # every chunk and shard checked as it is copied
     with h5py.File(tmp, "w") as out:
         for name in ITEM_ARRAYS:
             source = group[name]
@@ -47,8 +49,9 @@ def export_visual_store_to_hdf5(zarr_path: Path | str, h5_path: Path | str,
                 compression=compression, compression_opts=compression_opts,
                 shuffle=compression is not None)
             for start in range(0, source.shape[0], step):  # one store shard at a time
-                target[start:start + step] = source[start:start + step]
-        ids = np.asarray([str(i) for i in group["image_ids"][:]], dtype=object)
+                target[start:start + step] = checked.rows(name, start,
+                                                          min(start + step, total))
+        ids = np.asarray([str(i) for i in checked.rows("image_ids", 0, total)], dtype=object)
         out.create_dataset("image_ids", data=ids, dtype=h5py.string_dtype())
         for key, value in group.attrs.items():
             out.attrs[key] = json.dumps(value)

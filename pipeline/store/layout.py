@@ -30,14 +30,17 @@ from pipeline.store.location import (
     store_exists,
 )
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: a CRC-32C on every chunk and a digest per shard (``integrity``)
+UPGRADABLE = (1,)  # older formats that ``fusioner-store upgrade`` rewrites without re-encoding
 DEFAULT_CACHE_DIR = Path("cache")
 ITEM_ARRAYS = ("patch_tokens", "cls_token", "labels")  # per-image arrays of one training item
 VIEW_PREFIX = "view_"  # view_<item array>: (views, N, ...) augmented views 1..views, view-major
-PROGRESS_KEYS = ("complete",)  # attributes that change while a store is written
+PROGRESS_KEYS = ("complete", "skipped")  # attributes that change while a store is written
 # where the weights came from (local file or hub snapshot): recorded, but the same weights
 # (same ``weights_sha256``) from another source make the same store
 SOURCE_KEYS = ("weights_source", "hub_id", "hub_revision")
+# how the store was written (``repair`` redoes shards the same way), not what it holds
+RUN_KEYS = ("extraction",)
 
 
 def visual_store_path(cache_dir: Path | str | RemoteLocation, encoder: str, dataset: str,
@@ -99,7 +102,7 @@ def _upload(scratch: Path, path: RemoteLocation) -> None:
 
 
 STORE_MEMBERS = (*ITEM_ARRAYS, *(VIEW_PREFIX + name for name in ITEM_ARRAYS), "image_ids",
-                 "shard_done", "class_names", "embeddings")
+                 "shard_done", "shard_digest", "class_names", "embeddings")
 
 
 def _refuse_foreign(path: RemoteLocation) -> None:
@@ -112,9 +115,9 @@ def _refuse_foreign(path: RemoteLocation) -> None:
 
 
 def identity(attrs: Mapping[str, Any]) -> dict[str, Any]:
-    """The attributes that define what a store holds (all but write progress and the source of
-    the weights, whose sha256 is part of the identity)."""
-    return {k: v for k, v in attrs.items() if k not in PROGRESS_KEYS + SOURCE_KEYS}
+    """The attributes that define what a store holds (all but write progress, the source of
+    the weights, whose sha256 is part of the identity, and the extraction's run settings)."""
+    return {k: v for k, v in attrs.items() if k not in PROGRESS_KEYS + SOURCE_KEYS + RUN_KEYS}
 
 
 def open_complete_group(
@@ -129,17 +132,28 @@ def open_complete_group(
     except Exception as exc:  # noqa: BLE001 - any zarr failure is one message
         raise StoreError(f"{path}: not a readable Zarr store ({exc})") from exc
     attrs = dict(group.attrs)
-    if attrs.get("format_version") != FORMAT_VERSION or attrs.get("kind") != kind:
-        raise StoreError(
-            f"{path}: store format {attrs.get('kind')}/v{attrs.get('format_version')} != "
-            f"{kind}/v{FORMAT_VERSION} (re-extract it with this version of fusioner)"
-        )
+    check_format(path, attrs, kind)
     if attrs.get("complete") is not True:
         raise StoreError(
             f"{path}: store is incomplete (extraction was interrupted; rerun it to resume)"
         )
     check_provenance(path, attrs, expect or {})
     return group
+
+
+def check_format(path: StoreLocation, attrs: Mapping[str, Any], kind: str | None = None) -> None:
+    """``StoreError`` unless the store is of this format version (and of ``kind`` if given);
+    an older store is told how to upgrade."""
+    found, version = attrs.get("kind"), attrs.get("format_version")
+    if version == FORMAT_VERSION and (kind is None or found == kind):
+        return
+    if version in UPGRADABLE and (kind is None or found == kind):
+        raise StoreError(
+            f"{path}: store format v{version} has no checksums (this fusioner reads "
+            f"v{FORMAT_VERSION}); upgrade it in place with: fusioner-store upgrade {path} "
+            "(or re-extract it with --overwrite)")
+    raise StoreError(f"{path}: store format {found}/v{version} != {kind or found}/"
+                     f"v{FORMAT_VERSION} (re-extract it with this version of fusioner)")
 
 
 def check_provenance(path: StoreLocation, attrs: Mapping[str, Any],

@@ -1,4 +1,8 @@
-"""The text store: class names and their embeddings (K, D) for one dataset and text encoder."""
+"""The text store: class names and their embeddings (K, D) for one dataset and text encoder.
+
+Every chunk carries a CRC-32C and the whole store is one shard with a digest
+(``pipeline.store.integrity``), checked on every read.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,12 @@ import numpy as np
 import torch
 import zarr
 
+from pipeline.store.integrity import (
+    ShardChecker,
+    checksummed,
+    create_record_array,
+    record_shards,
+)
 from pipeline.store.layout import (
     FORMAT_VERSION,
     check_shapes,
@@ -38,11 +48,13 @@ def write_text_store(path: StoreLocation | str, class_names: list[str], embeddin
     group.attrs.put({**attrs, "format_version": FORMAT_VERSION, "kind": "text",
                      "num_classes": len(class_names), "complete": False})
     names = group.create_array("class_names", shape=(len(class_names),), dtype=str,
-                               chunks=(len(class_names),))
+                               chunks=(len(class_names),), compressors=checksummed())
     names[:] = np.asarray(class_names, dtype=object)
     vectors = group.create_array("embeddings", shape=embeddings.shape, dtype="float32",
-                                 chunks=embeddings.shape)
+                                 chunks=embeddings.shape, compressors=checksummed())
     vectors[:] = embeddings.astype(np.float32)
+    create_record_array(group, 1)
+    record_shards(scratch, group, [0])
     group.attrs["complete"] = True
     publish(scratch, path)
     return path
@@ -54,8 +66,10 @@ def read_text_store(path: StoreLocation | str,
     group = open_complete_group(path, "text", expect)
     count, dim = group.attrs.get("num_classes"), group.attrs.get("feature_dim")
     check_shapes(path, group, {"class_names": (count,), "embeddings": (count, dim)})
+    checked = ShardChecker(as_location(path), group)
     return TextEmbeddings(
-        class_names=[str(n) for n in group["class_names"][:]],
-        embeddings=torch.from_numpy(np.asarray(group["embeddings"][:], dtype=np.float32)),
+        class_names=[str(n) for n in checked.rows("class_names", 0, count)],
+        embeddings=torch.from_numpy(np.asarray(checked.rows("embeddings", 0, count),
+                                               dtype=np.float32)),
         attrs=dict(group.attrs),
     )

@@ -21,10 +21,19 @@ import zarr
 from zarr.codecs import BloscCodec
 
 from pipeline.errors import StoreError
+from pipeline.store.integrity import (
+    ShardLayout,
+    checksummed,
+    clear_records,
+    create_record_array,
+    record_shards,
+    repair_hint,
+)
 from pipeline.store.layout import (
     FORMAT_VERSION,
     ITEM_ARRAYS,
     VIEW_PREFIX,
+    check_format,
     check_shapes,
     identity,
     open_complete_group,
@@ -62,10 +71,12 @@ class StoreCodec:
     shuffle: str = "noshuffle"
     chunk_images: int = 0
 
-    def compressors(self) -> tuple[BloscCodec, ...] | None:
+    def compressors(self) -> tuple[Any, ...]:
+        """The bytes-to-bytes codecs of the feature arrays, the CRC-32C last."""
         if self.cname == "none":
-            return None
-        return (BloscCodec(cname=self.cname, clevel=self.clevel, shuffle=self.shuffle),)
+            return checksummed(None)
+        return checksummed((BloscCodec(cname=self.cname, clevel=self.clevel,
+                                       shuffle=self.shuffle),))
 
     def label(self) -> str:
         """What the store's ``codec`` attribute records."""
@@ -97,8 +108,6 @@ class VisualStoreWriter:
         overwrite: bool = False,
     ) -> None:
         self.path = as_location(path)
-        self.shard_images = shard_images
-        self.num_images = num_images
         self.views = view_count(attrs)
         wanted = {
             **attrs,
@@ -109,10 +118,12 @@ class VisualStoreWriter:
             "dtype": "float16",
             "codec": codec.label(),
         }
+        self.layout = ShardLayout.of(wanted)
         if overwrite and (isinstance(self.path, RemoteLocation) or self.path.exists()):
             remove(self.path)
         if store_exists(self.path):
             self.group = open_group(self.path, mode="r+")
+            check_format(self.path, dict(self.group.attrs), "visual")
             found, asked = identity(dict(self.group.attrs)), identity(wanted)
             if found != asked:
                 diff = sorted(k for k in set(found) | set(asked) if found.get(k) != asked.get(k))
@@ -128,7 +139,7 @@ class VisualStoreWriter:
         root last): a run killed while creating leaves no half-made store behind (only a scratch
         folder, or objects without a root, cleared next run).
         """
-        n, s = self.num_images, self.shard_images
+        n, s = self.layout.total, self.layout.rows
         scratch = scratch_path(self.path)
         group = zarr.open_group(str(scratch), mode="w")
         h, w = grid_size
@@ -139,7 +150,8 @@ class VisualStoreWriter:
                            chunks=(s, feature_dim), compressors=codec.compressors(), fill_value=0)
         group.create_array("labels", shape=(n, *label_size), dtype="uint8",
                            **codec.chunking(s, tuple(label_size)),  # label maps compress ~25x
-                           compressors=BloscCodec(cname="zstd", clevel=1, shuffle="noshuffle"),
+                           compressors=checksummed((BloscCodec(cname="zstd", clevel=1,
+                                                                shuffle="noshuffle"),)),
                            fill_value=255)
         for name in ITEM_ARRAYS if self.views else ():  # views 1..V: same codecs, view-major
             array = group[name]
@@ -148,20 +160,29 @@ class VisualStoreWriter:
             group.create_array(VIEW_PREFIX + name, shape=(self.views, *array.shape),
                                dtype=array.dtype, **view_chunks, compressors=array.compressors,
                                fill_value=array.fill_value)
-        group.create_array("image_ids", shape=(n,), dtype=str, chunks=(s,))
+        group.create_array("image_ids", shape=(n,), dtype=str, chunks=(s,),
+                           compressors=checksummed())
         group.create_array("shard_done", shape=(self.num_shards,), dtype="bool",
-                           chunks=(self.num_shards,), fill_value=False)
+                           chunks=(self.num_shards,), fill_value=False, compressors=checksummed())
+        create_record_array(group, self.num_shards)
         group.attrs.put({**attrs, "complete": False})
         publish(scratch, self.path)
         return open_group(self.path, mode="r+")
 
     @property
     def num_shards(self) -> int:
-        return -(-self.num_images // self.shard_images)
+        return self.layout.num_shards
+
+    @property
+    def num_images(self) -> int:
+        return self.layout.total
+
+    @property
+    def shard_images(self) -> int:
+        return self.layout.rows
 
     def shard_range(self, shard: int) -> range:
-        start = shard * self.shard_images
-        return range(start, min(start + self.shard_images, self.num_images))
+        return self.layout.shard_range(shard)
 
     def pending_shards(self) -> list[int]:
         """Shards still to write (all of them for a new store, none for a complete one)."""
@@ -181,8 +202,7 @@ class VisualStoreWriter:
         self = cls.__new__(cls)
         self.path = as_location(path)
         self.group = open_group(self.path, mode="r+")
-        self.num_images = int(self.group.attrs["num_images"])
-        self.shard_images = int(self.group.attrs["shard_images"])
+        self.layout = ShardLayout.of(self.group.attrs)
         self.views = view_count(self.group.attrs)
         return self
 
@@ -219,10 +239,24 @@ class VisualStoreWriter:
         self.group["image_ids"][block] = np.asarray(image_ids, dtype=object)
 
     def mark_done(self, shards: list[int]) -> None:
-        """Flag written shards as done (one writer only: ``shard_done`` is a single chunk)."""
+        """Record the digests of written shards, then flag them done (one writer only:
+        ``shard_digest`` and ``shard_done`` are single chunks)."""
+        record_shards(self.path, self.group, shards)
         done = self.group["shard_done"][:]
         done[list(shards)] = True
         self.group["shard_done"][:] = done
+
+    def mark_pending(self, shards: list[int] | None) -> None:
+        """Make ``shards`` (None: all) pending again, the store incomplete first (``repair``
+        re-extracts them); an unreadable ``shard_done`` makes every shard pending."""
+        self.group.attrs["complete"] = False
+        try:
+            done = self.group["shard_done"][:]
+        except Exception:  # noqa: BLE001 - damaged flags: redo every shard
+            done, shards = np.zeros(self.num_shards, dtype=bool), None
+        done[list(range(self.num_shards)) if shards is None else list(shards)] = False
+        self.group["shard_done"][:] = done
+        clear_records(self.group, shards)
 
     def finalize(self) -> None:
         """Mark the store complete once every shard is written."""
@@ -257,4 +291,4 @@ def check_token_files(path: StoreLocation, tokens: zarr.Array) -> None:
     found = count_files(path / tokens.basename / "c")
     if found < expected:
         raise StoreError(f"{path}: {expected - found} of {expected} {tokens.basename} files are "
-                         "missing; re-extract it with --overwrite")
+                         f"missing; {repair_hint(path)}")
