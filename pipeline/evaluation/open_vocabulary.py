@@ -101,10 +101,11 @@ def resolve_calibrations(inputs: FoldInputs, forms: Sequence[str],
         if stored is not None:
             out[form] = {**stored, "source": "checkpoint"}
             continue
+        features = train_store(inputs, cache_dir)
         log.warning("%s: no %s-form calibration in the checkpoint: choosing gamma now on its "
                     "train images, as fusioner-fit does", inputs.checkpoint, form)
-        out[form] = {**calibrate_on_store(inputs.model, train_store(inputs, cache_dir),
-                                          inputs.split, inputs.text_table, form,  # type: ignore[arg-type]
+        out[form] = {**calibrate_on_store(inputs.model, features, inputs.split,
+                                          inputs.text_table, form,  # type: ignore[arg-type]
                                           batch_size, progress),
                      "source": "fusioner-evaluate (the checkpoint has none)"}
     return out

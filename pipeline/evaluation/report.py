@@ -8,8 +8,9 @@
 - ``per_class_iou.csv`` (``dvc plots show``, bar chart): one row per (fold, class, method) with
   ``class``, ``method`` (``<method>_<mode>``), ``iou`` and ``entry`` = "class | method", a key
   unique per bar.
-- ``gzsl_curve.csv`` (``dvc plots show``; generalized protocol only): the seen-unseen curve over
-  gamma on val, one row per (fold, form, method, gamma) (``pipeline.evaluation.open_report``).
+- ``gzsl_curve.csv`` (``dvc plots show``): the generalized protocol's seen-unseen curve over
+  gamma on val, one row per (fold, form, method, gamma) (``pipeline.evaluation.open_report``);
+  the header alone when the run has no ``gzsl`` mode (the file is always a stage output).
 - ``overlays/<image_id>.png``: image | ground truth (unseen classes) | prediction per protocol,
   with a legend; ``fold<k>_<image_id>.png`` when several folds are evaluated.
 """
@@ -284,15 +285,11 @@ def write_overlays(folder: Path, results: Sequence[FoldResult],
 def write_outputs(results: Sequence[FoldResult], split: str, out_metrics: Path, out_plots: Path,
                   dataset: SegmentationDataset | None = None,
                   threshold: Threshold = PAPER_THRESHOLD) -> dict[str, Any]:
-    """metrics.json, per_class_iou.csv, gzsl_curve.csv (generalized protocol only) and
-    overlays/ (from ``dataset``'s images, if given)."""
+    """metrics.json, per_class_iou.csv, gzsl_curve.csv and overlays/ (from ``dataset``'s images,
+    if given)."""
     overlays = write_overlays(out_plots / "overlays", results, dataset)
     document = metrics_document(results, split, threshold)
     write_csv(out_plots / "per_class_iou.csv", per_class_rows(results))
-    curve = out_plots / CURVE_FILE
-    if "gzsl" in document:
-        write_csv(curve, curve_rows(results), CURVE_FIELDS)
-    elif curve.exists():  # a stale curve of an earlier run would pass for this one's
-        curve.unlink()
+    write_csv(out_plots / CURVE_FILE, curve_rows(results), CURVE_FIELDS)  # header only: no gzsl
     write_json(out_metrics, document)
     return {"metrics": document, "overlays": overlays}
