@@ -127,7 +127,8 @@ def main(checkpoints: tuple[Path, ...], cache_dir: StoreLocation, split: str,
     control = f" CONTROL ({document['control']})" if "control" in document else ""
     click.echo(f"{document['dataset']}/{split} folds {document['folds']} unseen "
                f"{document['unseen_classes']} ({document['units']}){control}:")
-    click.echo("  " + _line("fusioner", document))
+    if modes:
+        click.echo("  " + _line("fusioner", document))
     if PAPER_RULE in document:
         click.echo("  " + _line(f"fusioner, {PAPER_RULE}", document[PAPER_RULE]))
     for name, scores in document.get("baselines", {}).items():
