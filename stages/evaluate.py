@@ -14,6 +14,13 @@ from pipeline.evaluation import (
     source_dataset,
     write_outputs,
 )
+from pipeline.evaluation.open_vocabulary import (
+    FORM_CHOICES,
+    parse_modes,
+    resolve_calibrations,
+    run_open_vocabulary,
+    scored_forms,
+)
 from pipeline.store import StoreLocation
 from pipeline.thresholds import Threshold
 from stages._cli import (
@@ -28,9 +35,18 @@ from stages._cli import (
 
 
 def _line(name: str, scores: dict) -> str:
+    extra = {"auroc": "AUROC", "presence_auroc": "presence AUROC",
+             "absent_painted_share": "absent-name painted share"}
     return " ".join(f"{mode} mIoU {s['miou']} FB-IoU {s['fb_iou']}"
-                    + (f" AUROC {s['auroc']}" if "auroc" in s else "")
+                    + "".join(f" {label} {s[key]}" for key, label in extra.items() if key in s)
                     for mode, s in scores.items() if mode in MODES) + f"  [{name}]"
+
+
+def _gzsl_line(form: str, name: str, s: dict) -> str:
+    gamma = f"gamma {s['gamma']}, " if "gamma" in s else ""
+    return (f"gzsl {form}: seen mIoU {s['seen_miou']} unseen mIoU {s['unseen_miou']} hIoU "
+            f"{s['hiou']} ({gamma}AUSUC {s['ausuc']}, absent-name painted share "
+            f"{s['absent_painted_share']})  [{name}]")
 
 
 @click.command(cls=OneLineCommand, context_settings={"show_default": True})
@@ -44,8 +60,14 @@ def _line(name: str, scores: dict) -> str:
                    "the checkpoints trained on, e.g. coco128_mosaic for coco128 checkpoints.")
 @click.option("--data-root", type=click.Path(path_type=Path), default=None,
               help="Dataset folder, for the overlay images [default: $FUSIONER_DATA/<dataset>].")
-@click.option("--mode", type=click.Choice(["binary", "multiclass", "both"]), default="both",
-              help="binary: the paper's one class name per pass; multiclass: all unseen at once.")
+@click.option("--mode", default="both",
+              help="Protocols, comma-separated: binary (the paper's one class name per pass, "
+                   "with absent-name episodes and presence AUROC beside it), multiclass (all "
+                   "unseen names at once), gzsl (every pixel against every name, seen and "
+                   "unseen); both = binary,multiclass; all = the three.")
+@click.option("--form", type=click.Choice(FORM_CHOICES), default="auto",
+              help="gzsl forward-pass form: each name alone, all names jointly in one pass, "
+                   "both, or auto: the form the checkpoint was trained in.")
 @click.option("--baselines/--no-baselines", default=True,
               help="Also score all-foreground and random-text-embedding baselines.")
 @click.option("--seen-reference/--no-seen-reference", default=True,
@@ -71,7 +93,7 @@ def _line(name: str, scores: dict) -> str:
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @one_line_errors
 def main(checkpoints: tuple[Path, ...], cache_dir: StoreLocation, split: str,
-         dataset: str | None, data_root: Path | None, mode: str, baselines: bool,
+         dataset: str | None, data_root: Path | None, mode: str, form: str, baselines: bool,
          seen_reference: bool,
          threshold: Threshold, resolution: str, out_metrics: Path,
          out_plots: Path, num_overlays: int, batch_size: int, num_workers: int, device: str,
@@ -79,24 +101,34 @@ def main(checkpoints: tuple[Path, ...], cache_dir: StoreLocation, split: str,
     """Score fusion checkpoints on their folds' unseen classes, with baselines, from the cache.
 
     Example: fusioner-evaluate --checkpoint models/fusion/checkpoint.pt --split val --mode both
+    (--mode binary,gzsl: the paper's protocol and the generalized one, docs/open-vocabulary.md)
     """
     setup_logging(verbose)
     if batch_size < 1 or num_overlays < 0:
         raise click.BadParameter("need --batch-size >= 1 and --num-overlays >= 0")
-    modes = MODES if mode == "both" else (mode,)
+    protocols = parse_modes(mode)
+    modes = tuple(m for m in protocols if m in MODES)
     folds = open_folds(checkpoints, cache_dir, split, resolve_device(device), dataset)
     source = None
     if num_overlays or resolution == "original":
         source, folds = source_dataset(folds, split, data_root, resolution == "original")
+    calibrations = [resolve_calibrations(fold, scored_forms(fold.meta, form), cache_dir,
+                                         batch_size, not no_progress)
+                    if "gzsl" in protocols else {} for fold in folds]
     results = run_folds(folds, modes=modes, baselines=baselines,  # type: ignore[arg-type]
                         seen_reference=seen_reference, seed=seed,
                         batch_size=batch_size, threshold=threshold, num_workers=num_workers,
                         num_overlays=num_overlays, progress=not no_progress)
+    run_open_vocabulary(results, calibrations, presence="binary" in modes, baselines=baselines,
+                        seed=seed, threshold=threshold, batch_size=batch_size,
+                        num_workers=num_workers, progress=not no_progress)
     written = write_outputs(results, split, out_metrics, out_plots, source, threshold)
     document = written["metrics"]
+    control = f" CONTROL ({document['control']})" if "control" in document else ""
     click.echo(f"{document['dataset']}/{split} folds {document['folds']} unseen "
-               f"{document['unseen_classes']} ({document['units']}):")
-    click.echo("  " + _line("fusioner", document))
+               f"{document['unseen_classes']} ({document['units']}){control}:")
+    if modes:
+        click.echo("  " + _line("fusioner", document))
     if PAPER_RULE in document:
         click.echo("  " + _line(f"fusioner, {PAPER_RULE}", document[PAPER_RULE]))
     for name, scores in document.get("baselines", {}).items():
@@ -104,6 +136,10 @@ def main(checkpoints: tuple[Path, ...], cache_dir: StoreLocation, split: str,
     if "seen_reference" in document:
         click.echo("  " + _line("fusioner on SEEN classes, for reference",
                                 document["seen_reference"]))
+    for scored, block in document.get("gzsl", {}).items():
+        click.echo("  " + _gzsl_line(scored, "fusioner", block))
+        for name, figures in block.get("controls", {}).items():
+            click.echo("  " + _gzsl_line(scored, name, figures))
     click.echo(f"wrote {out_metrics}, {out_plots / 'per_class_iou.csv'}, "
                f"{len(written['overlays'])} overlays in {out_plots / 'overlays'}")
 

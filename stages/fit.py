@@ -94,6 +94,9 @@ def _channels(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple
                    "image (one per store shard, seeded by --seed and the epoch) "
                    "[default: all the train store holds; 0 = the plain images].")
 @click.option("--seed", type=int, default=DEFAULTS.seed)
+@click.option("--calibrate/--no-calibrate", default=DEFAULTS.calibrate,
+              help="After the last epoch, choose the generalized protocol's seen-name "
+                   "calibration (gamma) on the train images and store it in the checkpoint.")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=DEFAULTS.device,
               help="auto: CUDA (bf16 autocast) when present, else CPU. torchrun: DDP.")
 @click.option("--num-workers", type=int, default=DEFAULTS.num_workers,

@@ -86,7 +86,8 @@ def test_cli_writes_metrics_table_and_overlays(setup, tmp_path: Path) -> None:
     assert (metrics["dataset"], metrics["split"], metrics["folds"]) == ("camvid", "val", [0])
     assert metrics["unseen_classes"] == ["pole", "pedestrian", "bicyclist"]
     assert set(metrics["protocol"]) == {"binary", "multiclass"} and metrics["units"] == "fraction"
-    assert set(metrics["binary"]) == {"miou", "fb_iou", "auroc"}  # AUROC: binary episodes only
+    assert set(metrics["binary"]) == {"miou", "fb_iou", "auroc",  # AUROC: binary episodes only
+                                      "presence_auroc", "absent_painted_share"}
     assert set(metrics["multiclass"]) == {"miou", "fb_iou"}
     assert set(metrics["baselines"]) == {"all_foreground", "random_text"}
     assert set(metrics["baselines"]["all_foreground"]) == {"binary"}

@@ -1,11 +1,16 @@
 """What ``fusioner-evaluate`` writes: metrics.json, the per-class IoU table, qualitative overlays.
 
 - ``metrics.json`` (``dvc metrics show``): headline scores, mean over the folds given, of the
-  model and of the baselines side by side, then the same per fold. IoUs are FRACTIONS in [0, 1]
+  model and of the baselines side by side, then the same per fold; the binary blocks carry
+  ``presence_auroc`` and ``absent_painted_share``, the ``gzsl`` block the generalized protocol
+  (``pipeline.evaluation.open_report``). IoUs are FRACTIONS in [0, 1]
   (not percent); a score with no defined value is ``null``.
 - ``per_class_iou.csv`` (``dvc plots show``, bar chart): one row per (fold, class, method) with
   ``class``, ``method`` (``<method>_<mode>``), ``iou`` and ``entry`` = "class | method", a key
   unique per bar.
+- ``gzsl_curve.csv`` (``dvc plots show``): the generalized protocol's seen-unseen curve over
+  gamma on val, one row per (fold, form, method, gamma) (``pipeline.evaluation.open_report``);
+  the header alone when the run has no ``gzsl`` mode (the file is always a stage output).
 - ``overlays/<image_id>.png``: image | ground truth (unseen classes) | prediction per protocol,
   with a legend; ``fold<k>_<image_id>.png`` when several folds are evaluated.
 """
@@ -14,7 +19,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
@@ -27,6 +31,16 @@ from PIL import Image
 from pipeline.data import create_dataset
 from pipeline.data.base import IGNORE_INDEX, SegmentationDataset
 from pipeline.evaluation.labels import OriginalLabels
+from pipeline.evaluation.open_report import (
+    CURVE_FIELDS,
+    binary_figures,
+    curve_rows,
+    document_extras,
+    gzsl_protocol,
+    mean_of,
+    open_vocabulary_record,
+)
+from pipeline.evaluation.open_report import number as _number
 from pipeline.evaluation.run import (
     ALL_FOREGROUND,
     MODEL,
@@ -44,6 +58,7 @@ from pipeline.thresholds import PAPER_THRESHOLD, Threshold, describe
 from pipeline.visualize import add_legend, colorize, palette, side_by_side
 
 UNITS = "fraction"  # every IoU in metrics.json and the CSV is in [0, 1]
+CURVE_FILE = "gzsl_curve.csv"
 NONE_COLOUR, IGNORE_COLOUR = (0, 0, 0), (128, 128, 128)
 
 
@@ -63,15 +78,11 @@ def protocol(mode: Mode, resolution: str, threshold: Threshold) -> str:
             f"IoU accumulated over the split; {where}")
 
 
-def _number(value: float) -> float | None:
-    return None if value is None or math.isnan(value) else round(float(value), 6)
-
-
 def summary(score: IoUResult) -> dict[str, float | None]:
     """The headline numbers of one accumulated result."""
     out = {"miou": _number(score.miou), "fb_iou": _number(score.fb_iou),
            "fg_iou": _number(score.fg_iou), "bg_iou": _number(score.bg_iou)}
-    if not math.isnan(score.auroc):
+    if score.auroc == score.auroc:  # defined (binary episodes only)
         out["auroc"] = _number(score.auroc)
     return out
 
@@ -100,16 +111,31 @@ def _scores_block(scores: Mapping[tuple[str, Mode], dict[str, Any]]) -> dict[str
     return block
 
 
-def fold_record(result: FoldResult) -> dict[str, Any]:
-    """Per-fold metrics: what was evaluated and every (method, mode) summary."""
+MEAN_KEYS = ("miou", "fb_iou", "auroc", "presence_auroc", "absent_painted_share")
+
+
+def summaries(result: FoldResult,
+              threshold: Threshold = PAPER_THRESHOLD) -> dict[tuple[str, Mode], dict[str, Any]]:
+    """Every (method, mode) summary of a fold, the binary ones with their presence figures."""
+    out = {key: summary(s) for key, s in sorted(result.scores.items())}
+    for key, figures in binary_figures(result, threshold).items():
+        out.setdefault(key, {}).update(figures)
+    return out
+
+
+def fold_record(result: FoldResult, threshold: Threshold = PAPER_THRESHOLD) -> dict[str, Any]:
+    """Per-fold metrics: what was evaluated, every (method, mode) summary and the
+    open-vocabulary figures."""
     inputs = result.inputs
+    extras = open_vocabulary_record(result)
     record = {
         "fold": inputs.split.fold,
         "checkpoint": str(inputs.checkpoint),
         "unseen_classes": [inputs.class_names[c] for c in inputs.split.unseen],
         "images": result.images,
-        "episodes": dict(result.episodes),
-        **_scores_block({key: summary(s) for key, s in sorted(result.scores.items())}),
+        "episodes": {**result.episodes, **extras.pop("pairs", {})},
+        **_scores_block(summaries(result, threshold)),
+        **extras,
     }
     binary = result.scores.get((MODEL, "binary"))
     if binary is not None:  # the model's threshold-free score per unseen class
@@ -118,23 +144,24 @@ def fold_record(result: FoldResult) -> dict[str, Any]:
     return record
 
 
-def _mean(values: Sequence[float | None]) -> float | None:
-    defined = [v for v in values if v is not None]
-    return round(float(np.mean(defined)), 6) if defined else None
-
-
 def metrics_document(results: Sequence[FoldResult], split: str,
                      threshold: Threshold = PAPER_THRESHOLD) -> dict[str, Any]:
     """metrics.json: the setting, mean-over-folds headline (miou, fb_iou), and each fold."""
     first = results[0].inputs
-    folds = {f"fold{r.inputs.split.fold}": fold_record(r) for r in results}
-    mean = {key: {name: _mean([summary(r.scores[key]).get(name) for r in results])
-                  for name in ("miou", "fb_iou", "auroc") if name in summary(score)}
-            for key, score in sorted(results[0].scores.items())}
+    folds = {f"fold{r.inputs.split.fold}": fold_record(r, threshold) for r in results}
+    each = [summaries(r, threshold) for r in results]
+    mean = {key: {name: mean_of([s.get(key, {}).get(name) for s in each])
+                  for name in MEAN_KEYS if name in score}
+            for key, score in each[0].items()}
     modes = list(results[0].episodes)
+    extras = document_extras(results)
+    protocols = {mode: protocol(mode, first.resolution, threshold) for mode in modes}
+    if "gzsl" in extras:
+        protocols["gzsl"] = gzsl_protocol(first.resolution)
     return {
         "units": UNITS,
-        "protocol": {mode: protocol(mode, first.resolution, threshold) for mode in modes},
+        **({"control": extras.pop("control")} if "control" in extras else {}),
+        "protocol": protocols,
         "threshold": threshold,
         "dataset": first.split.dataset,
         **({"trained_on": first.meta["dataset"]}
@@ -146,8 +173,10 @@ def metrics_document(results: Sequence[FoldResult], split: str,
                         for side in ("visual", "text")},  # True: test weights, not a result
         "resolution": first.resolution,
         "folds": [r.inputs.split.fold for r in results],
-        "unseen_classes": [name for r in results for name in fold_record(r)["unseen_classes"]],
+        "unseen_classes": [name for record in folds.values()
+                           for name in record["unseen_classes"]],
         **_scores_block(mean),
+        **extras,
         "per_fold": folds,
     }
 
@@ -174,12 +203,13 @@ def write_json(path: Path, value: Any) -> None:
     tmp.replace(path)
 
 
-def write_csv(path: Path, rows: Sequence[Mapping[str, Any]]) -> None:
+def write_csv(path: Path, rows: Sequence[Mapping[str, Any]],
+              fields: Sequence[str] = ("fold", "class", "method", "iou", "entry")) -> None:
     """Whole-file rewrite through a temporary name (``None`` -> empty cell)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", newline="", encoding="utf-8") as handle:
-        writer = csv.DictWriter(handle, fieldnames=["fold", "class", "method", "iou", "entry"])
+        writer = csv.DictWriter(handle, fieldnames=list(fields))
         writer.writeheader()
         writer.writerows(rows)
     tmp.replace(path)
@@ -255,9 +285,11 @@ def write_overlays(folder: Path, results: Sequence[FoldResult],
 def write_outputs(results: Sequence[FoldResult], split: str, out_metrics: Path, out_plots: Path,
                   dataset: SegmentationDataset | None = None,
                   threshold: Threshold = PAPER_THRESHOLD) -> dict[str, Any]:
-    """metrics.json, per_class_iou.csv and overlays/ (from ``dataset``'s images, if given)."""
+    """metrics.json, per_class_iou.csv, gzsl_curve.csv and overlays/ (from ``dataset``'s images,
+    if given)."""
     overlays = write_overlays(out_plots / "overlays", results, dataset)
     document = metrics_document(results, split, threshold)
     write_csv(out_plots / "per_class_iou.csv", per_class_rows(results))
+    write_csv(out_plots / CURVE_FILE, curve_rows(results), CURVE_FIELDS)  # header only: no gzsl
     write_json(out_metrics, document)
     return {"metrics": document, "overlays": overlays}

@@ -90,6 +90,7 @@ class FoldInputs:
     class_names: list[str]
     label_size: tuple[int, int]  # (H, W) of the store's labels
     truth: OriginalLabels | None = None  # set: score at each image's original mask size
+    control: str | None = None  # the text store's ``control`` attribute (e.g. "name-shuffled")
 
     @property
     def resolution(self) -> str:
@@ -106,6 +107,7 @@ class FoldResult:
     episodes: dict[Mode, int]
     images: int
     overlays: dict[int, dict[Mode, np.ndarray]] = field(default_factory=dict)  # position ->
+    open_vocabulary: Any = None  # ``pipeline.evaluation.open_vocabulary.OpenVocabularyResult``
 
 
 def open_fold(checkpoint: Path | str, cache_dir: StoreLocation | str, split: str,
@@ -137,8 +139,10 @@ def open_fold(checkpoint: Path | str, cache_dir: StoreLocation | str, split: str
                          meta.get("background"))
     if not fold.unseen:
         raise FusionerError(f"{checkpoint}: fold {fold.fold} of {dataset} has no unseen class")
+    control = text.attrs.get("control") or meta["text"].get("control")
     return FoldInputs(Path(checkpoint), model, meta, fold, features, text.embeddings.to(device),
-                      names, (int(labels.shape[1]), int(labels.shape[2])))
+                      names, (int(labels.shape[1]), int(labels.shape[2])),
+                      control=None if control is None else str(control))
 
 
 def random_text_table(table: Tensor, class_ids: Sequence[int], seed: int) -> Tensor:

@@ -1,9 +1,12 @@
-"""A metrics file as a Markdown table: each fold and the mean, the model beside its baselines.
+"""A metrics file as Markdown tables: each fold and the mean, the model beside its baselines.
 
 ``python -m pipeline.evaluation.summary metrics/coco128.json`` prints, per fold, the unseen
 binary mIoU at the paper's fixed 0.5 and under the run's rule (when it differs), each next to
 the all-foreground and random-text-embedding baselines under the same threshold, the AUROC and
-the seen-class reference, then the mean over folds with the model / baseline ratios.
+the seen-class reference, then the mean over folds with the model / baseline ratios; the
+absent-name episodes of the binary mode (painted share, presence AUROC; ``presence_table``);
+and the generalized protocol per form (``gzsl_table``). A control run (e.g. a name-shuffled
+text store) says so in every title.
 """
 
 from __future__ import annotations
@@ -52,18 +55,30 @@ def _ratio(value: float | None, base: float | None) -> str:
     return "-" if value is None or not base else f"{value / base:.2f}x"
 
 
+def _title(document: Mapping[str, Any], what: str, details: str = "") -> str:
+    control = (f"CONTROL ({document['control']}), not a result: "
+               if document.get("control") else "")
+    return (f"{control}{document['dataset']}/{document['split']}, {document['visual']} + "
+            f"{document['text']}, {what} (resolution: {document.get('resolution')}{details})")
+
+
+def _rows(document: Mapping[str, Any]) -> list[tuple[str, Mapping[str, Any]]]:
+    """(fold name, block) of each fold, then ("mean", the document)."""
+    return [*((name.removeprefix("fold"), block) for name, block in document["per_fold"].items()),
+            ("mean", document)]
+
+
+def _header(names: Sequence[str]) -> list[str]:
+    return ["| " + " | ".join(names) + " |", "|---" * len(names) + "|"]
+
+
 def markdown_table(document: Mapping[str, Any]) -> str:
     """The per-fold table with a mean row, and the ratios the targets are stated in."""
     rule = str(document.get("threshold"))
     names = [c.format(rule=rule) for c in COLUMNS]
-    lines = [f"{document['dataset']}/{document['split']}, {document['visual']} + "
-             f"{document['text']}, binary mIoU on unseen classes (resolution: "
-             f"{document.get('resolution')}, rule: {rule})", "",
-             "| fold | episodes | " + " | ".join(names) + " |",
-             "|---" * (len(names) + 2) + "|"]
-    rows: Sequence[tuple[str, Mapping[str, Any]]] = [
-        (name.removeprefix("fold"), block) for name, block in document["per_fold"].items()]
-    for name, block in [*rows, ("mean", document)]:
+    lines = [_title(document, "binary mIoU on unseen classes", f", rule: {rule}"), "",
+             *_header(["fold", "episodes", *names])]
+    for name, block in _rows(document):
         episodes = block.get("episodes", {}).get("binary", "") if name != "mean" else ""
         figures = scores(block)
         lines.append(f"| {name} | {episodes} | "
@@ -77,12 +92,71 @@ def markdown_table(document: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+PRESENCE_COLUMNS = ("painted @0.5", "painted {rule}", "presence AUROC", "random text painted @0.5",
+                    "random text presence AUROC")
+
+
+def presence_table(document: Mapping[str, Any]) -> str:
+    """The binary mode's absent-name episodes: painted share and presence AUROC per fold."""
+    rule = str(document.get("threshold"))
+    lines = [_title(document, "binary episodes of unseen names ABSENT from the image: share "
+                    "of the image painted; presence AUROC of the highest logit"), "",
+             *_header(["fold", "absent episodes",
+                       *(c.format(rule=rule) for c in PRESENCE_COLUMNS)])]
+    for name, block in _rows(document):
+        paper = block.get(PAPER_RULE, block)
+        figures = [_miou(paper, "binary", "absent_painted_share"),
+                   _miou(block, "binary", "absent_painted_share"),
+                   _miou(block, "binary", "presence_auroc"),
+                   _miou(paper, "baselines", RANDOM_TEXT, "binary", "absent_painted_share"),
+                   _miou(block, "baselines", RANDOM_TEXT, "binary", "presence_auroc")]
+        count = block.get("episodes", {}).get("binary_absent", "") if name != "mean" else ""
+        lines.append(f"| {name} | {count} | " + " | ".join(map(_cell, figures)) + " |")
+    return "\n".join(lines)
+
+
+GZSL_COLUMNS = ("gamma", "seen", "unseen", "hIoU", "AUSUC", "absent painted", "hIoU at gamma 0",
+                "random text hIoU", "random text AUSUC", "random text absent painted")
+
+
+def gzsl_table(document: Mapping[str, Any]) -> str:
+    """The generalized protocol: per form, each fold and the mean, the model beside random text."""
+    lines = [_title(document, "generalized protocol: every pixel against every name at 0.5, "
+                    "gamma chosen on train images",
+                    f", trained form: {document.get('trained_form')}"), "",
+             *_header(["fold", "form", *GZSL_COLUMNS])]
+    for name, block in _rows(document):
+        for form, figures in block.get("gzsl", {}).items():
+            control = figures.get("controls", {}).get(RANDOM_TEXT, {})
+            values = [figures.get("gamma"), figures.get("seen_miou"), figures.get("unseen_miou"),
+                      figures.get("hiou"), figures.get("ausuc"),
+                      figures.get("absent_painted_share"),
+                      figures.get("uncalibrated", {}).get("hiou"), control.get("hiou"),
+                      control.get("ausuc"), control.get("absent_painted_share")]
+            lines.append(f"| {name} | {form} | " + " | ".join(map(_cell, values)) + " |")
+    return "\n".join(lines)
+
+
+def tables(document: Mapping[str, Any]) -> str:
+    """Every table the document has data for, separated by blank lines."""
+    out = []
+    if "binary" in document.get("protocol", {}):
+        out.append(markdown_table(document))
+        if "presence_auroc" in document.get("binary", {}):
+            out.append(presence_table(document))
+    if "gzsl" in document:
+        out.append(gzsl_table(document))
+    if not out:
+        raise KeyError("no binary nor gzsl figures")
+    return "\n\n".join(out)
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Print the table of each metrics file named on the command line (one ``error:`` line and
     exit 1 for a file that is missing or not a fusioner-evaluate metrics file)."""
     for path in argv if argv is not None else sys.argv[1:]:
         try:
-            table = markdown_table(json.loads(Path(path).read_text(encoding="utf-8")))
+            table = tables(json.loads(Path(path).read_text(encoding="utf-8")))
         except (OSError, UnicodeDecodeError, ValueError, KeyError, TypeError,
                 AttributeError) as exc:
             sys.exit(f"error: {path}: not a readable metrics file ({type(exc).__name__}: "

@@ -65,12 +65,19 @@ def generalized_prediction(logits: Tensor | np.ndarray, class_ids: np.ndarray | 
     """(K, H, W) logits of names ``class_ids`` -> (H, W) int64 map of class ids, ``NONE`` where
     no calibrated probability exceeds ``threshold`` (see the module docstring)."""
     scores = np.asarray(calibrate(_numpy(logits), _numpy(seen).astype(bool), gamma))
-    limit = float(np.log(threshold / (1.0 - threshold))) if 0.0 < threshold < 1.0 else (
-        -np.inf if threshold <= 0.0 else np.inf)
+    limit = threshold_logit(threshold)
     best = scores.argmax(axis=0)
     top = np.take_along_axis(scores, best[None], axis=0)[0]
     ids = np.asarray(class_ids, dtype=np.int64)[best]
     return np.where(top > limit, ids, NONE)
+
+
+def threshold_logit(threshold: float) -> float:
+    """The logit a probability ``threshold`` corresponds to (-inf at 0, +inf at 1): "probability
+    > threshold" is "logit > threshold_logit(threshold)"."""
+    if 0.0 < threshold < 1.0:
+        return float(np.log(threshold / (1.0 - threshold)))
+    return -np.inf if threshold <= 0.0 else np.inf
 
 
 def _numpy(values: Tensor | np.ndarray) -> np.ndarray:

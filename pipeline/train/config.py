@@ -13,7 +13,8 @@ from pipeline.store.location import StoreLocation, for_fold
 
 # Options that do not change what is learned: left out of the checkpoint's ``train`` record and
 # free to differ when resuming.
-RUNTIME_KEYS = ("cache_dir", "out", "device", "num_workers", "resume", "progress", "val_every")
+RUNTIME_KEYS = ("cache_dir", "out", "device", "num_workers", "resume", "progress", "val_every",
+                "calibrate")
 
 
 @dataclass(frozen=True)
@@ -55,6 +56,7 @@ class FitConfig:
     block_mix: int = 4  # shuffle shards, then images within windows of this many; 0 = per image
     views: int | None = None  # draw among views 0..views of the train store; None = all it has
     seed: int = 0
+    calibrate: bool = True  # after the last epoch: the generalized protocol's gamma (meta)
     device: str = "auto"
     num_workers: int = 0
     resume: bool = False

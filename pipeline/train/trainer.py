@@ -1,7 +1,10 @@
 """``fit``: train the fusion module from cached stores only, resumably, on CPU, GPU or torchrun.
 
 Outputs under ``config.out`` (rank 0 only, each rewritten whole):
-- ``checkpoint.pt``: final weights + meta (``pipeline.model.load_fusion_checkpoint``);
+- ``checkpoint.pt``: final weights + meta (``pipeline.model.load_fusion_checkpoint``), with
+  ``meta["calibration"]`` (``calibrate``, default): the generalized protocol's gamma, chosen on
+  the train store's plain images in the form the model was trained in
+  (``pipeline.model.calibration``);
 - ``last.pt``: training state after the latest epoch (``--resume`` continues from it);
 - ``train_log.json``: one record per epoch (``dvc plots``): epoch, loss, train_miou,
   val_loss/val_seen_miou (if a validation store exists, on the epochs ``val_every`` picks: every
@@ -29,8 +32,10 @@ import torch
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
+from pipeline.model.calibration import calibrate_on_store
 from pipeline.model.checkpoint import save_fusion_checkpoint
 from pipeline.model.fusion import build_model
+from pipeline.model.scoring import trained_form
 from pipeline.store import loader_kwargs
 from pipeline.store.blocks import BlockShuffleSampler
 from pipeline.train.checkpoint import load_training_state, save_training_state
@@ -132,7 +137,10 @@ def _fit(config: FitConfig, runtime: Runtime) -> dict[str, Any]:
             _write_json(out / "train_log.json", history)
     if runtime.is_main:
         metrics = _summary(history)
-        save_fusion_checkpoint(out / "checkpoint.pt", model, {**meta, "metrics": metrics})
+        extra = {"calibration": calibrate_on_store(
+            model, inputs.train.features, inputs.split, table, trained_form(meta),
+            config.batch_size, show)} if config.calibrate else {}
+        save_fusion_checkpoint(out / "checkpoint.pt", model, {**meta, "metrics": metrics, **extra})
         _write_json(out / "train_metrics.json", metrics)
     return {"history": history, "step_losses": step_losses}
 
