@@ -140,7 +140,7 @@ def gzsl_table(document: Mapping[str, Any]) -> str:
 def tables(document: Mapping[str, Any]) -> str:
     """Every table the document has data for, separated by blank lines."""
     out = []
-    if "binary" in document.get("protocol", {}):
+    if "binary" in document:  # the model's binary scores
         out.append(markdown_table(document))
         if "presence_auroc" in document.get("binary", {}):
             out.append(presence_table(document))
