@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -273,11 +273,26 @@ def _loader(dataset: SegmentationDataset, batches: list[list[int]], size: tuple[
                       collate_fn=_collate, **extra)
 
 
-def text_store_attrs(encoder: TextEncoder, dataset_name: str,
+def text_store_attrs(encoder: TextEncoder | Mapping[str, Any], dataset_name: str,
                      templates: tuple[str, ...]) -> dict[str, Any]:
-    """Root attributes of a text store."""
-    return {**encoder.provenance(), "dataset": dataset_name, "templates": list(templates),
+    """Root attributes of a text store (``encoder``: the encoder, or its provenance)."""
+    provenance = encoder.provenance() if isinstance(encoder, TextEncoder) else dict(encoder)
+    return {**provenance, "dataset": dataset_name, "templates": list(templates),
             "code_version": pipeline.__version__}
+
+
+def text_store_is_current(store_path: StoreLocation, attrs: Mapping[str, Any],
+                          class_names: list[str]) -> bool:
+    """Whether a complete text store of these ``attrs`` (identity: ``layout.identity``) and
+    exactly these class names is at ``store_path`` already."""
+    if not store_exists(store_path):
+        return False
+    wanted = {**attrs, "format_version": FORMAT_VERSION, "kind": "text",
+              "num_classes": len(class_names)}
+    group = open_group(store_path, mode="r")
+    found = dict(group.attrs)
+    same = found.get("complete") is True and identity(found) == identity(wanted)
+    return same and [str(n) for n in group["class_names"][:]] == class_names
 
 
 def extract_text(
@@ -287,18 +302,14 @@ def extract_text(
     dataset_name: str,
     templates: tuple[str, ...] = PROMPT_TEMPLATES,
     overwrite: bool = False,
+    extra_attrs: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Embed every class name (prompt-averaged) into the text store; identical store = no-op."""
-    attrs = text_store_attrs(encoder, dataset_name, templates)
-    wanted = {**attrs, "format_version": FORMAT_VERSION, "kind": "text",
-              "num_classes": len(class_names)}
-    if not overwrite and store_exists(store_path):
-        group = open_group(store_path, mode="r")
-        found = dict(group.attrs)
-        same = found.get("complete") is True and identity(found) == identity(wanted)
-        if same and [str(n) for n in group["class_names"][:]] == class_names:
-            log.info("%s is complete already: nothing to do", store_path)
-            return {"store": str(store_path), "classes": len(class_names), "encoded": 0}
+    """Embed every class name (prompt-averaged) into the text store; identical store = no-op.
+    ``extra_attrs``: more root attributes (part of the store's identity)."""
+    attrs = {**text_store_attrs(encoder, dataset_name, templates), **(extra_attrs or {})}
+    if not overwrite and text_store_is_current(store_path, attrs, class_names):
+        log.info("%s is complete already: nothing to do", store_path)
+        return {"store": str(store_path), "classes": len(class_names), "encoded": 0}
     started = time.perf_counter()
     embeddings = encoder.encode_classes(class_names, templates).numpy()
     write_text_store(store_path, class_names, embeddings, attrs)

@@ -64,13 +64,25 @@ def generalized_prediction(logits: Tensor | np.ndarray, class_ids: np.ndarray | 
                            threshold: float = 0.5) -> np.ndarray:
     """(K, H, W) logits of names ``class_ids`` -> (H, W) int64 map of class ids, ``NONE`` where
     no calibrated probability exceeds ``threshold`` (see the module docstring)."""
-    scores = np.asarray(calibrate(_numpy(logits), _numpy(seen).astype(bool), gamma))
-    limit = float(np.log(threshold / (1.0 - threshold))) if 0.0 < threshold < 1.0 else (
-        -np.inf if threshold <= 0.0 else np.inf)
-    best = scores.argmax(axis=0)
-    top = np.take_along_axis(scores, best[None], axis=0)[0]
+    top, best = best_names(logits, seen, gamma)
     ids = np.asarray(class_ids, dtype=np.int64)[best]
-    return np.where(top > limit, ids, NONE)
+    return np.where(top > decision_limit(threshold), ids, NONE)
+
+
+def best_names(logits: Tensor | np.ndarray, seen: Tensor | np.ndarray,
+               gamma: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W) highest calibrated logit of the (K, H, W) ``logits`` and (H, W) the position of
+    its name: the arg-max half of ``generalized_prediction`` (for names scored in chunks)."""
+    scores = np.asarray(calibrate(_numpy(logits), _numpy(seen).astype(bool), gamma))
+    best = scores.argmax(axis=0)
+    return np.take_along_axis(scores, best[None], axis=0)[0], best
+
+
+def decision_limit(threshold: float) -> float:
+    """The calibrated logit a name must exceed to take a pixel: logit(``threshold``)."""
+    if 0.0 < threshold < 1.0:
+        return float(np.log(threshold / (1.0 - threshold)))
+    return -np.inf if threshold <= 0.0 else np.inf
 
 
 def _numpy(values: Tensor | np.ndarray) -> np.ndarray:
