@@ -21,7 +21,6 @@ from pipeline.segmentation import NO_CLASS, Segmenter, segment
 from pipeline.segmentation import vocabulary as vocab
 from pipeline.segmentation.vocabulary import (
     load_table,
-    name_groups,
     plan_competition,
     segment_in_vocabulary,
 )
@@ -98,9 +97,6 @@ def test_chunked_scoring_gives_the_one_pass_result(learned: Segmenter, colours,
 def test_a_joint_checkpoint_is_scored_in_passes_of_its_training_width(learned: Segmenter,
                                                                       colours,
                                                                       monkeypatch) -> None:
-    assert [list(g) for g in name_groups(80, "joint", 60)] == [list(range(40)),
-                                                                list(range(40, 80))]
-    assert [len(g) for g in name_groups(130, "alone", 60, 64)] == [64, 64, 2]
     passes = []
     original = vocab.name_logits
 

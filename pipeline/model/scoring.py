@@ -15,6 +15,7 @@ threshold (0.5: logit > 0), else no name (``NONE``).
 
 from __future__ import annotations
 
+import math
 from typing import Literal, get_args
 
 import numpy as np
@@ -90,6 +91,24 @@ def _numpy(values: Tensor | np.ndarray) -> np.ndarray:
 
 
 VOCABULARY_EPISODE = "vocabulary"  # ``fusioner-fit --episode``: a softmax over all seen names
+
+
+def joint_width(meta: dict) -> int:
+    """How many names a training episode of the checkpoint asked in one pass (its fold's seen
+    names; 0 if unknown): the most a ``joint`` pass holds (``name_groups``)."""
+    return len(meta.get("seen", ()))
+
+
+def name_groups(count: int, form: Form, joint_limit: int,
+                pairs_per_pass: int = DEFAULT_PAIRS_PER_PASS) -> list[range]:
+    """The names of each forward pass (for one image): ``alone``, ``pairs_per_pass`` at a time;
+    ``joint``, the fewest passes of at most ``joint_limit`` names (0: all in one), of equal
+    sizes (within one): a vocabulary larger than training ever asked at once is cut in chunks."""
+    size = max(1, pairs_per_pass if form == "alone" else (joint_limit or count))
+    passes = math.ceil(count / size)
+    bounds = [round(i * count / passes) for i in range(passes + 1)] if form == "joint" else [
+        min(i * size, count) for i in range(passes + 1)]
+    return [range(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
 
 
 def trained_form(meta: dict) -> Form:

@@ -26,7 +26,6 @@ names are scored a chunk at a time at the image's size, and only the running bes
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -42,10 +41,11 @@ from pipeline.metrics import NONE
 from pipeline.model.checkpoint import text_expect
 from pipeline.model.scoring import (
     DEFAULT_PAIRS_PER_PASS,
-    Form,
     best_names,
     calibrate,
     decision_limit,
+    joint_width,
+    name_groups,
     name_logits,
     trained_form,
 )
@@ -164,17 +164,6 @@ def plan_competition(segmenter: Segmenter, classes: str | Sequence[str],
                        calibration)
 
 
-def name_groups(count: int, form: Form, joint_limit: int,
-                pairs_per_pass: int = DEFAULT_PAIRS_PER_PASS) -> list[range]:
-    """The names of each forward pass: ``alone``, ``pairs_per_pass`` at a time; ``joint``, the
-    fewest passes of at most ``joint_limit`` names, of equal sizes (within one)."""
-    size = max(1, pairs_per_pass if form == "alone" else joint_limit)
-    passes = math.ceil(count / size)
-    bounds = [round(i * count / passes) for i in range(passes + 1)] if form == "joint" else [
-        min(i * size, count) for i in range(passes + 1)]
-    return [range(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
-
-
 def chunk_groups(groups: list[range], limit: int) -> list[list[range]]:
     """Consecutive passes gathered into chunks of at most ``limit`` names (at least one pass)."""
     chunks: list[list[range]] = [[]]
@@ -200,8 +189,7 @@ def segment_in_vocabulary(segmenter: Segmenter, image: Image.Image, plan: Compet
     size = (image.height, image.width)
     work, windows = segmenter.windows(image, mode)
     tokens = [(window, segmenter.patch_tokens(window.pixels)) for window in windows]
-    joint_limit = len(segmenter.meta.get("seen", ())) or len(plan.names)
-    groups = name_groups(len(plan.names), form, joint_limit, pairs_per_pass)
+    groups = name_groups(len(plan.names), form, joint_width(segmenter.meta), pairs_per_pass)
     best = torch.full(size, -torch.inf)
     owner = torch.zeros(size, dtype=torch.int64)
     probs = torch.zeros(len(plan.typed), *size)
