@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -296,11 +296,32 @@ def _loader(dataset: SegmentationDataset, batches: list[list[int]], size: tuple[
                       collate_fn=_collate, **extra)
 
 
-def text_store_attrs(encoder: TextEncoder, dataset_name: str, templates: tuple[str, ...],
-                     class_names: list[str]) -> dict[str, Any]:
-    """Root attributes of a text store (the encoder's own, e.g. a table's matches, included)."""
-    return {**encoder.provenance(), "dataset": dataset_name,
-            **encoder.store_attrs(class_names, templates), "code_version": pipeline.__version__}
+def text_store_attrs(encoder: TextEncoder | Mapping[str, Any], dataset_name: str,
+                     templates: tuple[str, ...],
+                     class_names: list[str] | None = None) -> dict[str, Any]:
+    """Root attributes of a text store. ``encoder``: the encoder (its own store attributes, e.g.
+    a table's matches of ``class_names``, included), or only its provenance (then the plain
+    encoders' attributes: the prompt templates)."""
+    if isinstance(encoder, TextEncoder):
+        provenance, own = encoder.provenance(), encoder.store_attrs(class_names or [], templates)
+    else:
+        provenance, own = dict(encoder), {"templates": list(templates)}
+    return {**provenance, "dataset": dataset_name, **own, "code_version": pipeline.__version__}
+
+
+def text_store_is_current(store_path: StoreLocation, attrs: Mapping[str, Any],
+                          class_names: list[str]) -> bool:
+    """Whether a complete, undamaged text store of these ``attrs`` (identity:
+    ``layout.identity``) and exactly these class names is at ``store_path`` already."""
+    if not store_exists(store_path):
+        return False
+    wanted = {**attrs, "format_version": FORMAT_VERSION, "kind": "text",
+              "num_classes": len(class_names)}
+    try:
+        found = read_text_store(store_path)
+    except StoreError:
+        return False
+    return identity(found.attrs) == identity(wanted) and found.class_names == class_names
 
 
 def extract_text(
@@ -310,14 +331,15 @@ def extract_text(
     dataset_name: str,
     templates: tuple[str, ...] = PROMPT_TEMPLATES,
     overwrite: bool = False,
+    extra_attrs: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Embed every class name (prompt-averaged) into the text store (under its writer lock);
-    an identical store that verifies is a no-op, anything else is rewritten whole."""
-    attrs = text_store_attrs(encoder, dataset_name, templates, class_names)
-    wanted = {**attrs, "format_version": FORMAT_VERSION, "kind": "text",
-              "num_classes": len(class_names)}
+    an identical store that verifies is a no-op, anything else is rewritten whole.
+    ``extra_attrs``: more root attributes (part of the store's identity)."""
+    attrs = {**text_store_attrs(encoder, dataset_name, templates, class_names),
+             **(extra_attrs or {})}
     with store_lock(store_path):
-        if not overwrite and _same_text_store(store_path, wanted, class_names):
+        if not overwrite and text_store_is_current(store_path, attrs, class_names):
             log.info("%s is complete already: nothing to do", store_path)
             return {"store": str(store_path), "classes": len(class_names), "encoded": 0}
         started = time.perf_counter()
@@ -327,13 +349,3 @@ def extract_text(
              len(attrs["templates"]), encoder.slug, time.perf_counter() - started)
     return {"store": str(store_path), "classes": len(class_names), "encoded": len(class_names)}
 
-
-def _same_text_store(path: StoreLocation, wanted: dict[str, Any], class_names: list[str]) -> bool:
-    """Whether a complete, undamaged text store with ``wanted`` identity and names is there."""
-    if not store_exists(path):
-        return False
-    try:
-        found = read_text_store(path)
-    except StoreError:
-        return False
-    return identity(found.attrs) == identity(wanted) and found.class_names == class_names

@@ -68,8 +68,10 @@ def _channels(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple
               help="Pixel/class embedding width of the cosine head (0 = dim, the paper's).")
 @click.option("--temperature", type=float, default=DEFAULTS.temperature)
 @click.option("--episode", type=click.Choice(EPISODE_CLASSES), default=DEFAULTS.episode,
-              help="Classes per training image: the seen ones present, all seen classes, or "
-                   "one present seen class redrawn every epoch (as the binary evaluation asks).")
+              help="Classes per training image: the seen ones present, all seen classes, "
+                   "one present seen class redrawn every epoch (as the binary evaluation asks), "
+                   "or 'vocabulary': all seen names in one pass with a per-pixel softmax over "
+                   "[background, names] (each pixel's own name must beat the others).")
 @click.option("--unseen-as", type=click.Choice(["ignore", "background"]),
               default=DEFAULTS.unseen_as,
               help="Unseen-class pixels in training: ignored, or background (negatives).")

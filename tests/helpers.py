@@ -7,7 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
+from PIL import Image
 
 from pipeline.data.base import default_data_root
 
@@ -119,3 +121,57 @@ def untrained_checkpoint(folder: Path, visual) -> Path:
     config = FusionConfig(visual.feature_dim, text.feature_dim, **SMALL_FUSION)
     return save_fusion_checkpoint(folder / "checkpoint.pt", build_model(config),
                                   fusion_meta(visual, text, config))
+
+
+COLOURS = {"red": (220, 30, 30), "blue": (30, 40, 220), "green": (30, 200, 40)}
+
+
+def colour_image(layout: np.ndarray, rng: np.random.Generator) -> Image.Image:
+    """(H, W) ids into COLOURS -> a noisy RGB PIL picture of those colours."""
+    rgb = np.array(list(COLOURS.values()), np.float32)[layout]
+    noisy = rgb + rng.normal(0, 12, rgb.shape)
+    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
+
+
+def _two_colour_layout(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
+    """Two distinct colour ids split by a random vertical or horizontal line."""
+    a, b = rng.choice(len(COLOURS), 2, replace=False)
+    layout = np.full(size, a, np.int64)
+    axis = int(rng.integers(2))
+    cut = int(rng.integers(size[axis] // 4, 3 * size[axis] // 4))
+    if axis == 0:
+        layout[cut:] = b
+    else:
+        layout[:, cut:] = b
+    return layout
+
+
+def colour_segmenter(visual):  # -> Segmenter (imported lazily, as the encoders)
+    """A ``Segmenter`` whose fusion model is trained (a few hundred steps) to name the COLOURS,
+    on the real outputs of ``visual`` (random-init dino_vits16 at SEGMENT_INPUT) and the real
+    packaged MiniLM text embeddings."""
+    from pipeline.encoders import create_text_encoder
+    from pipeline.model import FusionConfig, build_model, mask_bce_loss
+    from pipeline.segmentation import Segmenter
+
+    torch.manual_seed(0)
+    rng = np.random.default_rng(0)
+    text_encoder = create_text_encoder("minilm_l6")
+    layouts = np.stack([_two_colour_layout(rng, SEGMENT_INPUT) for _ in range(48)])
+    pixels = torch.stack([visual.preprocess(colour_image(lay, rng)) for lay in layouts])
+    with torch.inference_mode():
+        tokens = visual(pixels)["patch_tokens"].half().float().clone()
+    text = text_encoder.encode_classes(list(COLOURS)).clone()
+    config = FusionConfig(visual.feature_dim, text_encoder.feature_dim, drop_path=0.0,
+                          **SMALL_FUSION)
+    model = build_model(config)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    labels, class_ids = torch.from_numpy(layouts), torch.arange(len(COLOURS)).expand(8, -1)
+    for _ in range(150):
+        batch = torch.from_numpy(rng.choice(len(layouts), 8, replace=False))
+        logits = model(tokens[batch], text.expand(8, -1, -1))
+        loss = mask_bce_loss(logits, labels[batch], class_ids)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return Segmenter(model, fusion_meta(visual, text_encoder, config), visual, text_encoder)

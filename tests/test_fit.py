@@ -170,8 +170,10 @@ def test_text_noise_is_relative_and_training_only() -> None:
     assert torch.equal(Objective().text(text, training=True), text)
 
 
-def test_resume_equals_uninterrupted_run(tiny_stores, tmp_path: Path, monkeypatch) -> None:
-    full = fit(_config(tiny_stores, tmp_path / "full", epochs=3))
+@pytest.mark.parametrize("episode", ["present", "vocabulary"])
+def test_resume_equals_uninterrupted_run(tiny_stores, tmp_path: Path, monkeypatch,
+                                         episode: str) -> None:
+    full = fit(_config(tiny_stores, tmp_path / "full", epochs=3, episode=episode))
     save = trainer.save_training_state
 
     def save_then_stop(*args, **kwargs):
@@ -180,9 +182,9 @@ def test_resume_equals_uninterrupted_run(tiny_stores, tmp_path: Path, monkeypatc
 
     monkeypatch.setattr(trainer, "save_training_state", save_then_stop)
     with pytest.raises(KeyboardInterrupt):
-        fit(_config(tiny_stores, tmp_path / "cut", epochs=3))
+        fit(_config(tiny_stores, tmp_path / "cut", epochs=3, episode=episode))
     monkeypatch.setattr(trainer, "save_training_state", save)
-    resumed = fit(_config(tiny_stores, tmp_path / "cut", epochs=3, resume=True))
+    resumed = fit(_config(tiny_stores, tmp_path / "cut", epochs=3, episode=episode, resume=True))
     steps = len(full["step_losses"]) // 3
     assert resumed["step_losses"] == full["step_losses"][steps:]
     assert _without_timing(resumed["history"]) == _without_timing(full["history"])

@@ -22,8 +22,9 @@ ROOT = Path(__file__).resolve().parents[1]
 GLOBAL_BATCH, PROCESSES = 4, 2
 
 
-def _args(cache: Path, out: Path, batch_size: int) -> list[str]:
-    return ["--visual", "dino_vits16", "--text", "minilm_l6", "--cache-dir", str(cache),
+def _args(cache: Path, out: Path, batch_size: int, episode: str) -> list[str]:
+    return ["--episode", episode, "--visual", "dino_vits16", "--text", "minilm_l6",
+            "--cache-dir", str(cache),
             "--out", str(out), "--epochs", "3", "--batch-size", str(batch_size),
             "--layers", "1", "--dim", "32", "--heads", "2", "--embed-dim", "16",
             "--drop-path", "0", "--lr", "3e-3", "--warmup-epochs", "0.5", "--val-split", "",
@@ -31,14 +32,15 @@ def _args(cache: Path, out: Path, batch_size: int) -> list[str]:
 
 
 @pytest.mark.slow
-def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
+@pytest.mark.parametrize("episode", ["present", "vocabulary"])
+def test_two_process_ddp_matches_one_process(tmp_path: Path, episode: str) -> None:
     stores = make_stores(tmp_path, num_images=17, splits=("train",))
     episodes = len(open_inputs(FitConfig("dino_vits16", "minilm_l6",
                                          cache_dir=stores.cache_dir)).train)
     assert episodes % GLOBAL_BATCH == 0  # no rank pads its share with repeated samples
 
     one = tmp_path / "one"
-    single = CliRunner().invoke(main, _args(stores.cache_dir, one, GLOBAL_BATCH))
+    single = CliRunner().invoke(main, _args(stores.cache_dir, one, GLOBAL_BATCH, episode))
     assert single.exit_code == 0, single.output
 
     two = tmp_path / "two"
@@ -46,7 +48,7 @@ def test_two_process_ddp_matches_one_process(tmp_path: Path) -> None:
     ddp = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone",
          "--nproc-per-node", str(PROCESSES), "-m", "stages.fit",
-         *_args(stores.cache_dir, two, GLOBAL_BATCH // PROCESSES)],
+         *_args(stores.cache_dir, two, GLOBAL_BATCH // PROCESSES, episode)],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert ddp.returncode == 0, ddp.stderr[-3000:]
     assert "on cpu x2" in ddp.stderr  # really two ranks

@@ -8,7 +8,13 @@ import torch
 
 from pipeline.metrics import NONE
 from pipeline.model.fusion import FusionConfig, FusionModel
-from pipeline.model.scoring import calibrate, generalized_prediction, name_logits
+from pipeline.model.scoring import (
+    calibrate,
+    generalized_prediction,
+    joint_width,
+    name_groups,
+    name_logits,
+)
 
 
 @pytest.fixture(scope="module")
@@ -59,3 +65,15 @@ def test_trained_form_follows_the_episode_kind() -> None:
     assert trained_form({"train": {"episode": "vocabulary"}}) == "joint"
     assert trained_form({"train": {"episode": "single"}}) == "alone"
     assert trained_form({}) == "alone"
+
+
+def test_name_groups_cut_a_vocabulary_into_passes() -> None:
+    def sizes(*args: object) -> list[int]:
+        return [len(g) for g in name_groups(*args)]  # type: ignore[arg-type]
+
+    assert sizes(130, "alone", 60, 64) == [64, 64, 2]  # pairs per pass
+    assert sizes(80, "joint", 60) == [40, 40]  # fewest passes of <= 60, equal sizes
+    assert sizes(3, "joint", 2) == [2, 1] and sizes(80, "joint", 0) == [80]
+    groups = name_groups(1203, "joint", 60)
+    assert [i for g in groups for i in g] == list(range(1203)) and max(map(len, groups)) <= 60
+    assert joint_width({"seen": [1, 2, 3]}) == 3 and joint_width({}) == 0

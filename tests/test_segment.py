@@ -15,7 +15,7 @@ from PIL import Image
 
 from pipeline.encoders import create_text_encoder, create_visual_encoder
 from pipeline.errors import BadInputError
-from pipeline.model import FusionConfig, build_model, mask_bce_loss, save_fusion_checkpoint
+from pipeline.model import FusionConfig, build_model, save_fusion_checkpoint
 from pipeline.segmentation import (
     NO_CLASS,
     DenseSegmenter,
@@ -26,9 +26,14 @@ from pipeline.segmentation import (
 )
 from pipeline.thresholds import ADAPTIVE
 from stages.segment import main
-from tests.helpers import SEGMENT_INPUT, SMALL_FUSION, fusion_meta, untrained_checkpoint
-
-COLOURS = {"red": (220, 30, 30), "blue": (30, 40, 220), "green": (30, 200, 40)}
+from tests.helpers import (
+    SEGMENT_INPUT,
+    SMALL_FUSION,
+    colour_image,
+    colour_segmenter,
+    fusion_meta,
+    untrained_checkpoint,
+)
 
 
 @pytest.fixture(scope="module")
@@ -77,52 +82,9 @@ def test_cli_writes_label_and_overlay_at_the_image_size(tmp_path: Path, checkpoi
 
 # ---- a learned model: a class absent from the image gets (almost) no pixels -----------------
 
-def _colour_image(layout: np.ndarray, rng: np.random.Generator) -> Image.Image:
-    """(H, W) ids into COLOURS -> a noisy RGB picture of those colours."""
-    rgb = np.array(list(COLOURS.values()), np.float32)[layout]
-    noisy = rgb + rng.normal(0, 12, rgb.shape)
-    return Image.fromarray(np.clip(noisy, 0, 255).astype(np.uint8))
-
-
-def _two_colour_layout(rng: np.random.Generator, size: tuple[int, int]) -> np.ndarray:
-    """Two distinct colour ids split by a random vertical or horizontal line."""
-    a, b = rng.choice(len(COLOURS), 2, replace=False)
-    layout = np.full(size, a, np.int64)
-    axis = int(rng.integers(2))
-    cut = int(rng.integers(size[axis] // 4, 3 * size[axis] // 4))
-    if axis == 0:
-        layout[cut:] = b
-    else:
-        layout[:, cut:] = b
-    return layout
-
-
 @pytest.fixture(scope="module")
 def learned(random_visual) -> Segmenter:
-    """A fusion model trained (a few hundred steps) to name colours, on the real encoder
-    outputs of random-init dino_vits16 and the real packaged MiniLM text embeddings."""
-    torch.manual_seed(0)
-    rng = np.random.default_rng(0)
-    text_encoder = create_text_encoder("minilm_l6")
-    layouts = np.stack([_two_colour_layout(rng, SEGMENT_INPUT) for _ in range(48)])
-    pixels = torch.stack([random_visual.preprocess(_colour_image(lay, rng)) for lay in layouts])
-    with torch.inference_mode():
-        tokens = random_visual(pixels)["patch_tokens"].half().float().clone()
-    text = text_encoder.encode_classes(list(COLOURS)).clone()
-    config = FusionConfig(random_visual.feature_dim, text_encoder.feature_dim, drop_path=0.0,
-                          **SMALL_FUSION)
-    model = build_model(config)
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    labels, class_ids = torch.from_numpy(layouts), torch.arange(len(COLOURS)).expand(8, -1)
-    for _ in range(150):
-        batch = torch.from_numpy(rng.choice(len(layouts), 8, replace=False))
-        logits = model(tokens[batch], text.expand(8, -1, -1))
-        loss = mask_bce_loss(logits, labels[batch], class_ids)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return Segmenter(model, fusion_meta(random_visual, text_encoder, config), random_visual,
-                     text_encoder)
+    return colour_segmenter(random_visual)
 
 
 def test_absent_class_gets_almost_no_pixels(learned: Segmenter) -> None:
@@ -130,13 +92,13 @@ def test_absent_class_gets_almost_no_pixels(learned: Segmenter) -> None:
     rng = np.random.default_rng(123)
     layout = np.zeros((150, 220), np.int64)
     layout[:, 100:] = 1
-    result = learned.segment(_colour_image(layout, rng), ["red", "blue", "green"])
+    result = learned.segment(colour_image(layout, rng), ["red", "blue", "green"])
     assert result.label.shape == (150, 220) and result.probs.shape == (3, 150, 220)
     shares = result.fractions()
     assert shares["green"] < 0.01, shares
     assert (result.label == layout).mean() > 0.9, shares
     # the same picture asked only for an absent class: (almost) nothing is labelled
-    alone = learned.segment(_colour_image(layout, rng), "green")
+    alone = learned.segment(colour_image(layout, rng), "green")
     assert alone.fractions()["green"] < 0.01
 
 

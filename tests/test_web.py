@@ -22,16 +22,28 @@ from PIL import Image
 from pipeline.encoders import create_visual_encoder
 from pipeline.segmentation import web
 from pipeline.segmentation.web import ServeConfig, make_server, parse_form
+from pipeline.vocabularies import BUILTIN_VOCABULARIES
 from tests.helpers import SEGMENT_INPUT, untrained_checkpoint
 
 BOUNDARY = "----fusionertestboundary"
 
 
 @pytest.fixture(scope="module")
-def server_url(tmp_path_factory) -> Iterator[str]:
+def names_file(tmp_path_factory) -> Path:
+    """A names file the page offers beside the built-in vocabularies."""
+    path = tmp_path_factory.mktemp("names") / "street.txt"
+    path.write_text("car\nroad\ntree\n", encoding="utf-8")
+    return path
+
+
+@pytest.fixture(scope="module")
+def server_url(tmp_path_factory, names_file: Path) -> Iterator[str]:
     visual = create_visual_encoder("dino_vits16", random_init=True, image_size=SEGMENT_INPUT)
     checkpoint = untrained_checkpoint(tmp_path_factory.mktemp("web"), visual)
-    server = make_server(ServeConfig(checkpoint, random_init=True), port=0)
+    config = ServeConfig(checkpoint, random_init=True,
+                         vocabularies=(*BUILTIN_VOCABULARIES, str(names_file)),
+                         cache_dir=tmp_path_factory.mktemp("cache"))
+    server = make_server(config, port=0)
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()
     host, port = server.server_address[:2]
@@ -48,10 +60,11 @@ def _png(size: tuple[int, int], seed: int = 0) -> bytes:
     return buffer.getvalue()
 
 
-def _multipart(image: bytes, classes: str, threshold: str = "") -> bytes:
+def _multipart(image: bytes, classes: str, threshold: str = "", vocabulary: str = "") -> bytes:
     parts = [f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="image"; '
              f'filename="street.png"\r\nContent-Type: image/png\r\n\r\n'.encode() + image + b"\r\n"]
-    for name, value in (("classes", classes), ("threshold", threshold)):
+    for name, value in (("classes", classes), ("threshold", threshold),
+                        ("vocabulary", vocabulary)):
         parts.append(f'--{BOUNDARY}\r\nContent-Disposition: form-data; name="{name}"\r\n\r\n'
                      f"{value}\r\n".encode())
     return b"".join(parts) + f"--{BOUNDARY}--\r\n".encode()
@@ -78,8 +91,32 @@ def test_form_page_has_the_fields(server_url: str) -> None:
     with urllib.request.urlopen(server_url, timeout=30) as response:
         page = response.read().decode()
     assert response.status == 200
-    for field in ('name="image" type="file"', 'name="classes"', 'name="threshold"'):
+    for field in ('name="image" type="file"', 'name="classes"', 'name="threshold"',
+                  '<select id="vocabulary" name="vocabulary">'):
         assert field in page
+    offered = re.findall(r'<option value="([^"]*)"', page)
+    assert offered[0] == "" and set(BUILTIN_VOCABULARIES) <= set(offered)  # none by default
+
+
+def test_a_vocabulary_from_the_form_lists_its_untyped_winners(server_url: str,
+                                                              names_file: Path) -> None:
+    status, page = _post(server_url, _multipart(_png((40, 50), 3), "car", "", str(names_file)))
+    assert status == 200, page
+    shares = dict(re.findall(r"<tr><td>([^<]+)</td><td>([\d.]+)%</td></tr>",
+                             page.split('id="others"')[0]))
+    assert list(shares) == ["car", "(none)"]
+    others = re.findall(r"<tr><td>([^<]+)</td><td>([\d.]+)%</td></tr>",
+                        page.split('id="others"')[1])
+    assert {name for name, _ in others} <= {"road", "tree"}  # never the typed name
+    untyped = sum(float(share) for _, share in others)
+    assert untyped <= float(shares["(none)"]) + 0.2  # their pixels are inside "(none)"
+    assert f'value="{html.escape(str(names_file), quote=True)}" selected' in page
+
+
+def test_an_unknown_vocabulary_is_a_400(server_url: str) -> None:
+    status, page = _post(server_url, _multipart(_png((30, 30)), "car", "", "/etc/passwd"))
+    assert status == 400 and "unknown vocabulary '/etc/passwd'" in html.unescape(page)
+    assert 'id="overlay"' not in page
 
 
 def test_upload_is_segmented_at_the_image_size(server_url: str) -> None:
@@ -152,7 +189,7 @@ def test_headless_chromium_uploads_and_screenshots(server_url: str, tmp_path: Pa
     webdriver = pytest.importorskip("selenium.webdriver")
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions
-    from selenium.webdriver.support.ui import WebDriverWait
+    from selenium.webdriver.support.ui import Select, WebDriverWait
 
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
@@ -168,11 +205,14 @@ def test_headless_chromium_uploads_and_screenshots(server_url: str, tmp_path: Pa
         driver.get(server_url)
         driver.find_element(By.ID, "image").send_keys(str(image))
         driver.find_element(By.ID, "classes").send_keys("car,road")
+        Select(driver.find_element(By.ID, "vocabulary")).select_by_visible_text("street.txt")
         driver.find_element(By.ID, "run").click()
         shown = WebDriverWait(driver, 120).until(
             expected_conditions.visibility_of_element_located((By.ID, "overlay")))
         assert driver.execute_script("return arguments[0].naturalWidth", shown) >= 80
         assert "car" in driver.find_element(By.ID, "shares").text
+        others = driver.find_element(By.ID, "others")  # the untyped names' table
+        assert others.is_displayed() and others.text.startswith("name pixels")
         screenshot = tmp_path / "page.png"
         assert driver.save_screenshot(str(screenshot))
     finally:
@@ -192,3 +232,15 @@ def test_serve_refuses_a_missing_checkpoint_before_serving(tmp_path: Path) -> No
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:") and "none.pt" in lines[0]
     assert "serving on" not in result.output
+
+
+def test_serve_refuses_a_missing_names_file_before_serving(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from stages.serve import main
+
+    result = CliRunner().invoke(main, ["--checkpoint", str(tmp_path / "none.pt"), "--port", "0",
+                                       "--vocabulary", str(tmp_path / "names.txt")])
+    assert result.exit_code == 1
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "unknown vocabulary" in lines[0] and "names.txt" in lines[0]

@@ -4,6 +4,12 @@ cross-entropy, and optionally the soft Dice loss per class slot (MaskFormer's BC
 BCE alone, with most pixels negative, keeps the probability of an uncertain class (a name never
 trained on) below 0.5 almost everywhere; Dice scores each mask as a whole, so a queried class
 gets a region of its own size.
+
+Vocabulary episodes (``fusioner-fit --episode vocabulary``) instead ask every pixel which of the
+names wins it: a softmax cross-entropy over [background, the K names] with the background logit
+fixed at 0 (``VocabularyTargets``). A name then wins a pixel when its logit is above 0 and above
+every other name's: exactly the generalized rule at sigmoid 0.5 (``pipeline.model.scoring``).
+Dice, if asked, scores each non-empty name mask on the softmax probabilities.
 """
 
 from __future__ import annotations
@@ -74,13 +80,66 @@ def mask_dice_terms(logits: Tensor, targets: MaskTargets,
     (an absent class, or one a crop cut out) get BCE only, as MaskFormer scores Dice on matched
     masks only: Dice on an empty mask punishes any pixel at all, teaching "mark nothing".
     """
+    return dice_terms(logits.sigmoid(), targets, smooth)
+
+
+def dice_terms(probs: Tensor, targets: MaskTargets, smooth: float = 1.0) -> tuple[Tensor, Tensor]:
+    """``mask_dice_terms`` on given per-slot probabilities (B, K, H, W): sigmoid or softmax."""
     target = targets.target
-    probs = logits.sigmoid() * targets.labelled.to(logits.dtype)
+    probs = probs * targets.labelled.to(probs.dtype)
     inter = (probs * target).flatten(2).sum(-1)
     target_sizes = target.flatten(2).sum(-1)
     losses = 1 - (2 * inter + smooth) / (probs.flatten(2).sum(-1) + target_sizes + smooth)
     slots = targets.slots.to(losses.dtype) * (target_sizes > 0).to(losses.dtype)
     return (losses * slots).sum(), slots.sum()
+
+
+@dataclass(frozen=True)
+class VocabularyTargets:
+    """What a vocabulary episode's softmax compares against: ``index`` (B, H, W) int64 = 0 for a
+    background pixel, 1 + slot for a pixel of that slot's class, -1 for a pixel the softmax does
+    not score (255, or a class no slot asks for that is not the background, e.g. any pixel of
+    no seen class on a dataset without a background); ``masks``: the slots' masks over the
+    scored pixels (for Dice)."""
+
+    index: Tensor
+    masks: MaskTargets
+
+    @classmethod
+    def of(cls, logits: Tensor, label: Tensor, class_ids: Tensor, text_mask: Tensor | None,
+           background: int | None) -> VocabularyTargets:
+        """Arguments as ``MaskTargets.of``; ``background`` the dataset's background id (None:
+        it has none)."""
+        masks = MaskTargets.of(logits, label, class_ids, text_mask)
+        label = resize_labels(label, tuple(logits.shape[-2:]))
+        owned = masks.target * masks.slots[:, :, None, None].to(masks.target.dtype)
+        named = owned.sum(1) > 0
+        slot = owned.argmax(1) + 1
+        is_background = (label == background) if background is not None else torch.zeros_like(
+            named)
+        index = torch.where(named, slot, torch.where(is_background, 0, -1))
+        scored = (index >= 0)[:, None]
+        return cls(index, MaskTargets(masks.target, scored, masks.slots))
+
+    def cross_entropy_terms(self, logits: Tensor) -> tuple[Tensor, Tensor]:
+        """(softmax cross-entropy over [background, slots] summed over the scored pixels, their
+        count): kept apart, as ``mask_bce_terms``, for DDP's global-batch mean."""
+        losses = F.cross_entropy(with_background(logits, self.masks.slots), self.index,
+                                 ignore_index=-1, reduction="sum")
+        return losses, (self.index >= 0).sum().to(losses.dtype)
+
+    def dice_terms(self, logits: Tensor, smooth: float = 1.0) -> tuple[Tensor, Tensor]:
+        """``mask_dice_terms`` on the slots' softmax probabilities (non-empty masks only)."""
+        probs = with_background(logits, self.masks.slots).softmax(dim=1)[:, 1:]
+        return dice_terms(probs, self.masks, smooth)
+
+
+def with_background(logits: Tensor, slots: Tensor | None = None) -> Tensor:
+    """(B, 1 + K, H, W): a background logit fixed at 0, then the K slots' logits (padding slots,
+    ``slots`` False, at -inf: they never win and take no probability)."""
+    if slots is not None:
+        logits = logits.masked_fill(~slots[:, :, None, None].bool(), float("-inf"))
+    return torch.cat([logits.new_zeros(logits[:, :1].shape), logits], dim=1)
 
 
 def predicted_classes(logits: Tensor, class_ids: Tensor, text_mask: Tensor | None = None,

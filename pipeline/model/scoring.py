@@ -15,6 +15,7 @@ threshold (0.5: logit > 0), else no name (``NONE``).
 
 from __future__ import annotations
 
+import math
 from typing import Literal, get_args
 
 import numpy as np
@@ -64,12 +65,18 @@ def generalized_prediction(logits: Tensor | np.ndarray, class_ids: np.ndarray | 
                            threshold: float = 0.5) -> np.ndarray:
     """(K, H, W) logits of names ``class_ids`` -> (H, W) int64 map of class ids, ``NONE`` where
     no calibrated probability exceeds ``threshold`` (see the module docstring)."""
-    scores = np.asarray(calibrate(_numpy(logits), _numpy(seen).astype(bool), gamma))
-    limit = threshold_logit(threshold)
-    best = scores.argmax(axis=0)
-    top = np.take_along_axis(scores, best[None], axis=0)[0]
+    top, best = best_names(logits, seen, gamma)
     ids = np.asarray(class_ids, dtype=np.int64)[best]
-    return np.where(top > limit, ids, NONE)
+    return np.where(top > threshold_logit(threshold), ids, NONE)
+
+
+def best_names(logits: Tensor | np.ndarray, seen: Tensor | np.ndarray,
+               gamma: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
+    """(H, W) highest calibrated logit of the (K, H, W) ``logits`` and (H, W) the position of
+    its name: the arg-max half of ``generalized_prediction`` (for names scored in chunks)."""
+    scores = np.asarray(calibrate(_numpy(logits), _numpy(seen).astype(bool), gamma))
+    best = scores.argmax(axis=0)
+    return np.take_along_axis(scores, best[None], axis=0)[0], best
 
 
 def threshold_logit(threshold: float) -> float:
@@ -85,6 +92,24 @@ def _numpy(values: Tensor | np.ndarray) -> np.ndarray:
 
 
 VOCABULARY_EPISODE = "vocabulary"  # ``fusioner-fit --episode``: a softmax over all seen names
+
+
+def joint_width(meta: dict) -> int:
+    """How many names a training episode of the checkpoint asked in one pass (its fold's seen
+    names; 0 if unknown): the most a ``joint`` pass holds (``name_groups``)."""
+    return len(meta.get("seen", ()))
+
+
+def name_groups(count: int, form: Form, joint_limit: int,
+                pairs_per_pass: int = DEFAULT_PAIRS_PER_PASS) -> list[range]:
+    """The names of each forward pass (for one image): ``alone``, ``pairs_per_pass`` at a time;
+    ``joint``, the fewest passes of at most ``joint_limit`` names (0: all in one), of equal
+    sizes (within one): a vocabulary larger than training ever asked at once is cut in chunks."""
+    size = max(1, pairs_per_pass if form == "alone" else (joint_limit or count))
+    passes = math.ceil(count / size)
+    bounds = [round(i * count / passes) for i in range(passes + 1)] if form == "joint" else [
+        min(i * size, count) for i in range(passes + 1)]
+    return [range(a, b) for a, b in zip(bounds, bounds[1:], strict=False) if b > a]
 
 
 def trained_form(meta: dict) -> Form:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import torch
 from PIL import Image
@@ -13,6 +13,13 @@ from pipeline.data.base import load_rgb_image
 from pipeline.errors import FusionerError
 from pipeline.segmentation.core import Background, DenseSegmenter, Mode, SegmentationResult
 from pipeline.segmentation.fusion import Segmenter
+from pipeline.segmentation.vocabulary import (
+    check_vocabulary_options,
+    load_table,
+    plan_competition,
+    segment_in_vocabulary,
+)
+from pipeline.store import DEFAULT_CACHE_DIR, StoreLocation
 from pipeline.thresholds import PAPER_THRESHOLD, Threshold
 
 Method = Literal["fusion", "maskclip"]
@@ -51,12 +58,17 @@ def segment(image: Image.Image | Path | str, classes: str | Sequence[str],
             threshold: Threshold = PAPER_THRESHOLD, background: Background = "threshold",
             mode: Mode = "resize", weights: Path | str | None = None,
             text_weights: Path | str | None = None, random_init: bool = False,
-            device: str | torch.device = "cpu") -> SegmentationResult:
+            device: str | torch.device = "cpu", vocabulary: str | Path | None = None,
+            cache_dir: StoreLocation | str = DEFAULT_CACHE_DIR,
+            progress: bool = False) -> SegmentationResult:
     """Segment one image (PIL image or path) into ``classes`` (list or ``"cat,sofa,window"``).
 
     Returns ``SegmentationResult``: ``label`` (H, W) at the image's own size (255 = no class),
     ``probs`` (K, H, W), ``class_names``; ``.overlay_image()`` / ``.label_image()`` draw it.
     Models are loaded on the first call and cached for the next ones (same arguments).
+    ``vocabulary`` (``coco``, ``lvis``, ``objects365``, ``openimages`` or a names file): the
+    classes compete with its other names, whose pixels are "no class"
+    (``pipeline.segmentation.vocabulary``); its embeddings are cached under ``cache_dir``.
 
     Example::
 
@@ -65,5 +77,12 @@ def segment(image: Image.Image | Path | str, classes: str | Sequence[str],
         result.overlay_image().save("street_overlay.png")
     """
     picture = image if isinstance(image, Image.Image) else load_rgb_image(Path(image))
+    if vocabulary is not None:
+        check_vocabulary_options(method, background, threshold)
     segmenter = load_segmenter(method, checkpoint, weights, text_weights, random_init, device)
-    return segmenter.segment(picture, classes, threshold, background, mode)
+    if vocabulary is None:
+        return segmenter.segment(picture, classes, threshold, background, mode)
+    fusion = cast(Segmenter, segmenter)
+    plan = plan_competition(fusion, classes, load_table(fusion, vocabulary, cache_dir))
+    return segment_in_vocabulary(fusion, picture, plan, float(threshold), mode,  # type: ignore[arg-type]
+                                 progress)

@@ -19,8 +19,8 @@ from __future__ import annotations
 
 import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
 from typing import Literal
 
 import numpy as np
@@ -47,13 +47,17 @@ Mode = Literal["resize", "slide"]
 @dataclass
 class SegmentationResult:
     """One segmented image: ``label`` (H, W) uint8 ids into ``class_names`` (255 = no class),
-    ``probs`` (K, H, W) float32 per-class probabilities at the image's own size."""
+    ``probs`` (K, H, W) float32 per-class probabilities at the image's own size. With a
+    vocabulary (its name: ``vocabulary``), ``others``: the share of the image each name of it
+    that was not asked for won (those pixels are "no class" in ``label``), largest first."""
 
     image: Image.Image
     label: np.ndarray
     probs: np.ndarray
     class_names: list[str]
     method: str
+    others: dict[str, float] = field(default_factory=dict)
+    vocabulary: str | None = None
 
     def label_image(self) -> Image.Image:
         """Palette PNG of the label map (index 255 = no class)."""
@@ -148,14 +152,13 @@ class DenseSegmenter(ABC):
             self._text_cache[key] = self._encode_text(names).to(self.device)
         return self._text_cache[key]
 
-    @torch.inference_mode()
-    def image_scores(self, image: Image.Image, text: torch.Tensor,
-                     mode: Mode = "resize") -> torch.Tensor:
-        """(1, K, H, W) class scores at the image's own size (``resize`` or ``slide``)."""
-        size = (image.height, image.width)
+    def windows(self, image: Image.Image, mode: Mode = "resize",
+                ) -> tuple[tuple[int, int], Iterator[Window]]:
+        """(work image size, its encoder-sized windows) for ``mode`` (module docstring)."""
         if mode == "resize":
             pixels = self.encoder.preprocess(image)[None].to(self.device)
-            return _resize(self.scores(pixels, text), size)
+            return (image.height, image.width), iter([Window(pixels, 0, 0, image.height,
+                                                             image.width)])
         if mode != "slide":
             raise BadInputError(f"mode must be 'resize' or 'slide', not {mode!r}")
         win_h, win_w = self.encoder.image_size
@@ -164,16 +167,23 @@ class DenseSegmenter(ABC):
         if scale > 1.0:
             work = image.resize((math.ceil(image.width * scale), math.ceil(image.height * scale)),
                                 Image.Resampling.BICUBIC)
-        total = torch.zeros(1, len(text), work.height, work.width, device=self.device)
-        count = torch.zeros(1, 1, work.height, work.width, device=self.device)
-        for top in window_origins(work.height, win_h, max(1, win_h * 2 // 3)):
-            for left in window_origins(work.width, win_w, max(1, win_w * 2 // 3)):
-                crop = work.crop((left, top, left + win_w, top + win_h))
-                pixels = self.encoder.preprocess(crop)[None].to(self.device)
-                total[..., top:top + win_h, left:left + win_w] += _resize(
-                    self.scores(pixels, text), (win_h, win_w))
-                count[..., top:top + win_h, left:left + win_w] += 1
-        return _resize(total / count, size)
+
+        def crops() -> Iterator[Window]:
+            for top in window_origins(work.height, win_h, max(1, win_h * 2 // 3)):
+                for left in window_origins(work.width, win_w, max(1, win_w * 2 // 3)):
+                    crop = work.crop((left, top, left + win_w, top + win_h))
+                    pixels = self.encoder.preprocess(crop)[None].to(self.device)
+                    yield Window(pixels, top, left, win_h, win_w)
+
+        return (work.height, work.width), crops()
+
+    @torch.inference_mode()
+    def image_scores(self, image: Image.Image, text: torch.Tensor,
+                     mode: Mode = "resize") -> torch.Tensor:
+        """(1, K, H, W) class scores at the image's own size (``resize`` or ``slide``)."""
+        work, windows = self.windows(image, mode)
+        scored = ((window, self.scores(window.pixels, text)) for window in windows)
+        return merge_windows(scored, work, (image.height, image.width))
 
     def segment(self, image: Image.Image, classes: str | Sequence[str],
                 threshold: Threshold = PAPER_THRESHOLD,
@@ -186,6 +196,36 @@ class DenseSegmenter(ABC):
         probs = self.probabilities(scores)[0].float().cpu()
         label = assign_labels(probs, threshold, len(names) if background == "prompt" else None)
         return SegmentationResult(image, label, probs[: len(names)].numpy(), names, self.method)
+
+
+@dataclass(frozen=True)
+class Window:
+    """An encoder-sized input (``pixels`` (1, 3, h, w)) and where its scores go in the work
+    image: rows ``top:top + height``, columns ``left:left + width``."""
+
+    pixels: torch.Tensor
+    top: int
+    left: int
+    height: int
+    width: int
+
+
+def merge_windows(scored: Iterable[tuple[Window, torch.Tensor]], work: tuple[int, int],
+                  size: tuple[int, int]) -> torch.Tensor:
+    """(1, K, H, W) at ``size``: each window's (1, K, h, w) scores resized onto its place in
+    the ``work`` image, overlaps averaged, then resized to ``size``."""
+    total = count = None
+    for window, scores in scored:
+        if total is None:
+            total = scores.new_zeros((1, scores.shape[1], *work), dtype=torch.float32)
+            count = total.new_zeros((1, 1, *work))
+        rows = slice(window.top, window.top + window.height)
+        cols = slice(window.left, window.left + window.width)
+        total[..., rows, cols] += _resize(scores, (window.height, window.width))
+        count[..., rows, cols] += 1  # type: ignore[index]
+    if total is None:
+        raise ValueError("no window to merge")
+    return _resize(total / count, size)
 
 
 def _resize(scores: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

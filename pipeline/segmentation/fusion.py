@@ -47,6 +47,7 @@ class Segmenter(DenseSegmenter):
         self.device = torch.device(device)
         self.model = model.to(self.device).eval()
         self.meta = dict(meta)
+        self.where = str(where)  # the checkpoint, for messages
         self.encoder = visual.to(self.device).eval()
         self.text_encoder = text
 
@@ -76,12 +77,13 @@ class Segmenter(DenseSegmenter):
     def _encode_text(self, names: list[str]) -> torch.Tensor:
         return self.text_encoder.encode_classes(names)
 
-    def scores(self, pixels: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
-        """Mask logits (B, K, h', w') at the decoder's resolution.
+    def patch_tokens(self, pixels: torch.Tensor) -> torch.Tensor:
+        """(B, h, w, C) patch tokens, through float16 first as the feature store holds them."""
+        return self.encoder(pixels)["patch_tokens"].half().float()
 
-        Patch tokens go through float16 first, as the feature store holds them in training.
-        """
-        tokens = self.encoder(pixels)["patch_tokens"].half().float()
+    def scores(self, pixels: torch.Tensor, text: torch.Tensor) -> torch.Tensor:
+        """Mask logits (B, K, h', w') at the decoder's resolution (all names in one pass)."""
+        tokens = self.patch_tokens(pixels)
         return self.model(tokens, text.unsqueeze(0).expand(tokens.shape[0], -1, -1))
 
     def probabilities(self, scores: torch.Tensor) -> torch.Tensor:

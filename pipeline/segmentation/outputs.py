@@ -47,6 +47,17 @@ def check_unique_stems(images: Sequence[Path]) -> list[str]:
     return stems
 
 
+def describe_shares(result: SegmentationResult, others: int = 3) -> str:
+    """One line: each class's share of the pixels, then (with a vocabulary) the ``others``
+    untyped names that won most pixels, e.g. ``dog 0.0%, (none) 100.0% [coco, not asked:
+    zebra 29.4%]``."""
+    shares = ", ".join(f"{name} {share:.1%}" for name, share in result.fractions().items())
+    if result.vocabulary is None:
+        return shares
+    top = ", ".join(f"{name} {share:.1%}" for name, share in list(result.others.items())[:others])
+    return f"{shares} [{result.vocabulary}, not asked: {top or 'none'}]"
+
+
 def write_outputs(result: SegmentationResult, out_dir: Path | str, stem: str,
                   save_probs: bool = False) -> list[Path]:
     """Write one image's files under temporary names, then rename them all into place."""

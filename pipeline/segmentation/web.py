@@ -1,8 +1,10 @@
 """A small local web page for ``segment``: upload an image, type class names, see the overlay.
 
 Standard library only (``http.server``): ``GET /`` serves the form, ``POST /segment`` (multipart
-form: ``image``, ``classes``, ``threshold``) answers a page with the overlay (legend included)
-and each class's share of the pixels, or the one-line error with HTTP 400 (413: too large).
+form: ``image``, ``classes``, ``threshold``, ``vocabulary``) answers a page with the overlay
+(legend included) and each class's share of the pixels, or the one-line error with HTTP 400
+(413: too large). ``vocabulary`` (one of ``ServeConfig.vocabularies``, or empty for none): the
+classes compete with its other names, as ``fusioner-segment --vocabulary``.
 Nothing is written to disk; the models load once (``fusioner-serve`` loads them before serving)
 and are reused through ``load_segmenter``'s cache.
 Meant for localhost (``fusioner-serve`` binds 127.0.0.1 by default): no authentication.
@@ -29,7 +31,9 @@ from pipeline.data.base import load_rgb_image
 from pipeline.errors import BadInputError, FusionerError
 from pipeline.segmentation.api import Method, segment
 from pipeline.segmentation.core import SegmentationResult
+from pipeline.store import DEFAULT_CACHE_DIR, StoreLocation
 from pipeline.thresholds import PAPER_THRESHOLD, Threshold, describe, parse_threshold
+from pipeline.vocabularies import BUILTIN_VOCABULARIES
 
 log = logging.getLogger("fusioner.serve")
 MAX_UPLOAD_BYTES = 32 * 2**20
@@ -47,7 +51,8 @@ class UploadTooLarge(BadInputError):
 
 @dataclass(frozen=True)
 class ServeConfig:
-    """What every request segments with (the page only chooses image, classes, threshold)."""
+    """What every request segments with (the page chooses image, classes, threshold and one of
+    ``vocabularies``: built-in names or names files; their embeddings cached in ``cache_dir``)."""
 
     checkpoint: Path | None
     method: Method = "fusion"
@@ -56,10 +61,12 @@ class ServeConfig:
     text_weights: Path | None = None
     random_init: bool = False
     device: str | torch.device = "cpu"
+    vocabularies: tuple[str, ...] = tuple(BUILTIN_VOCABULARIES)
+    cache_dir: StoreLocation = DEFAULT_CACHE_DIR
 
 
 def form_page(config: ServeConfig, classes: str = "", threshold: str = "",
-              result: str = "") -> str:
+              result: str = "", vocabulary: str = "") -> str:
     """The upload form, with ``result`` (HTML) below it."""
     value = html.escape(threshold or str(config.threshold), quote=True)
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Fusioner</title>
@@ -73,6 +80,7 @@ def form_page(config: ServeConfig, classes: str = "", threshold: str = "",
  placeholder="car, road, pedestrian" required>
 <label for="threshold">Threshold: a probability in [0, 1], or adaptive</label>
 <input id="threshold" name="threshold" type="text" value="{value}">
+{_vocabulary_select(config, vocabulary)}
 <p><button id="run" type="submit">Segment</button></p></form>{result}</body></html>"""
 
 
@@ -87,7 +95,19 @@ def result_html(result: SegmentationResult, threshold: Threshold) -> str:
     return (f'<h2>Result</h2><p>{width}x{height} pixels, {html.escape(result.method)}, '
             f'{html.escape(describe(threshold))}</p>'
             f'<img id="overlay" alt="overlay" src="data:image/png;base64,{encoded}">'
-            f'<table id="shares"><tr><th>class</th><th>pixels</th></tr>{rows}</table>')
+            f'<table id="shares"><tr><th>class</th><th>pixels</th></tr>{rows}</table>'
+            f'{_others_html(result)}')
+
+
+def _others_html(result: SegmentationResult, count: int = 10) -> str:
+    """With a vocabulary: the untyped names that won pixels (shown as "(none)")."""
+    if result.vocabulary is None:
+        return ""
+    rows = "".join(f"<tr><td>{html.escape(name)}</td><td>{share:.1%}</td></tr>"
+                   for name, share in list(result.others.items())[:count])
+    return (f'<p>Pixels won by names of {html.escape(result.vocabulary)} you did not ask for '
+            f'(counted as (none) above):</p><table id="others"><tr><th>name</th>'
+            f'<th>pixels</th></tr>{rows}</table>')
 
 
 def error_html(message: str) -> str:
@@ -120,11 +140,16 @@ def run_request(config: ServeConfig, fields: dict[str, tuple[str | None, bytes]]
     classes = _text(fields, "classes")
     raw_threshold = _text(fields, "threshold").strip()
     threshold = parse_threshold(raw_threshold) if raw_threshold else config.threshold
+    vocabulary = _text(fields, "vocabulary").strip() or None
+    if vocabulary is not None and vocabulary not in config.vocabularies:
+        raise BadInputError(f"unknown vocabulary '{vocabulary}': choose one of "
+                            f"{', '.join(config.vocabularies)}")
     with _MODEL_LOCK:
         result = segment(image, classes, config.checkpoint, method=config.method,
                          threshold=threshold, weights=config.weights,
                          text_weights=config.text_weights, random_init=config.random_init,
-                         device=config.device)
+                         device=config.device, vocabulary=vocabulary,
+                         cache_dir=config.cache_dir)
     return result, threshold
 
 
@@ -153,10 +178,11 @@ class SegmentHandler(BaseHTTPRequestHandler):
             status = (HTTPStatus.REQUEST_ENTITY_TOO_LARGE if isinstance(exc, UploadTooLarge)
                       else HTTPStatus.BAD_REQUEST)
             message = " ".join(str(exc).split())
-            self._send(status, form_page(self.config, *_echo(fields), result=error_html(message)))
+            self._send(status, form_page(self.config, **_echo(fields),
+                                         result=error_html(message)))
             return
         log.info("segmented %s into %s", result.image.size, result.class_names)
-        self._send(HTTPStatus.OK, form_page(self.config, *_echo(fields),
+        self._send(HTTPStatus.OK, form_page(self.config, **_echo(fields),
                                             result=result_html(result, threshold)))
 
     def _read_body(self) -> bytes:
@@ -194,9 +220,23 @@ def _text(fields: dict[str, tuple[str | None, bytes]], name: str) -> str:
     return fields.get(name, (None, b""))[1].decode("utf-8", "replace")
 
 
-def _echo(fields: dict[str, tuple[str | None, bytes]]) -> tuple[str, str]:
+def _echo(fields: dict[str, tuple[str | None, bytes]]) -> dict[str, str]:
     """The form's text fields as sent, to refill the form."""
-    return _text(fields, "classes"), _text(fields, "threshold")
+    return {name: _text(fields, name) for name in ("classes", "threshold", "vocabulary")}
+
+
+def _vocabulary_select(config: ServeConfig, chosen: str) -> str:
+    """The vocabulary choice: none (default), then ``config.vocabularies``."""
+    options = [("", "none: the typed names only")] + [
+        (spec, spec if spec in BUILTIN_VOCABULARIES else Path(spec).name)
+        for spec in config.vocabularies]
+    items = "".join(
+        f'<option value="{html.escape(value, quote=True)}"'
+        f'{" selected" if value == chosen else ""}>{html.escape(text)}</option>'
+        for value, text in options)
+    return ('<label for="vocabulary">Vocabulary: the typed names compete with its other names '
+            '(their pixels become (none))</label>'
+            f'<select id="vocabulary" name="vocabulary">{items}</select>')
 
 
 def _checkpoint_note(config: ServeConfig) -> str:

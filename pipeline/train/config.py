@@ -47,7 +47,7 @@ class FitConfig:
     decoder_channels: tuple[int, ...] = field(default_factory=tuple)  # () = d/2, d/4, d/8
     embed_dim: int = 64  # pixel/class embedding of the cosine head; 0 = dim (paper)
     temperature: float = 0.07
-    episode: str = "present"  # "present": seen classes in the image; "all": every seen class
+    episode: str = "present"  # "present"/"all"/"single"/"vocabulary" (pipeline.train.episodes)
     unseen_as: str = "ignore"  # unseen pixels: "ignore" (255) or "background" (negatives)
     negatives: int = 0  # absent seen classes also queried per training episode (redrawn per epoch)
     absent_rate: float = 0.0  # episode "single": share of episodes asking for an absent class

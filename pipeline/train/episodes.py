@@ -9,6 +9,10 @@ Rules (the zero-shot contract, tested by scanning every episode of a split):
   for BCE; also how the seen-class validation mIoU is measured). ``"single"``: ONE of the seen
   classes present, redrawn every epoch from (seed, epoch, image), as the binary evaluation asks
   (one name per image): the other objects in the image are that name's negatives.
+  ``"vocabulary"``: every seen class in one pass, as ``"all"``, but trained with a per-pixel
+  softmax over [background, the seen names] (``pipeline.model.loss.VocabularyTargets``): each
+  pixel's target is its seen class or the background; unseen pixels stay ignored (255), and on
+  a dataset without a background the pixels of no seen class are ignored too.
   ``absent_rate`` = P > 0 (``"single"`` only): a share P of those draws asks instead for one
   seen class ABSENT from the image (an all-negative mask): a name alone with nothing to show
   gets no pixels, as a random or wrong name should at evaluation.
@@ -38,9 +42,10 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from pipeline.data.splits import ZeroShotSplit, training_view
+from pipeline.model.scoring import VOCABULARY_EPISODE
 from pipeline.store.dataset import CachedFeatureDataset
 
-EpisodeClasses = Literal["present", "all", "single"]
+EpisodeClasses = Literal["present", "all", "single", "vocabulary"]
 EPISODE_CLASSES: tuple[str, ...] = get_args(EpisodeClasses)
 UnseenAs = Literal["ignore", "background"]
 
@@ -63,7 +68,8 @@ class EpisodeDataset(Dataset):
         self.features = features
         self.split = split
         self.unseen_as = unseen_as
-        self.negatives = negatives if classes != "all" else 0  # "all" has every absent one
+        every = classes in ("all", VOCABULARY_EPISODE)  # every seen class: no draws
+        self.negatives = 0 if every else negatives  # "all" has every absent one already
         self.single = classes == "single"
         self.absent_rate = absent_rate
         self.seed = seed
@@ -73,7 +79,7 @@ class EpisodeDataset(Dataset):
             present, _ = training_view(label, split, unseen_as)
             if present:
                 self.positions.append(position)
-                self.class_ids.append(present if classes != "all" else tuple(split.seen))
+                self.class_ids.append(tuple(split.seen) if every else present)
 
     def __len__(self) -> int:
         return len(self.positions)

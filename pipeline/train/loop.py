@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -13,6 +14,7 @@ from tqdm import tqdm
 from pipeline.metrics import IoUAccumulator
 from pipeline.model.loss import (
     MaskTargets,
+    VocabularyTargets,
     mask_bce_terms,
     mask_dice_terms,
     predicted_classes,
@@ -26,10 +28,17 @@ from pipeline.train.schedule import set_schedule
 @dataclass(frozen=True)
 class Objective:
     """What a training step minimises: BCE + ``dice_weight`` x Dice, on text embeddings with
-    Gaussian noise of relative size ``text_noise`` (training only; 0 = none)."""
+    Gaussian noise of relative size ``text_noise`` (training only; 0 = none).
+
+    ``softmax`` (vocabulary episodes): the per-pixel softmax cross-entropy over [background,
+    the episode's names] instead of BCE (``VocabularyTargets``; ``background`` = the dataset's
+    background id, None if it has none), Dice then on the softmax probabilities.
+    """
 
     dice_weight: float = 0.0
     text_noise: float = 0.0
+    softmax: bool = False
+    background: int | None = None
 
     def text(self, embeddings: Tensor, training: bool) -> Tensor:
         """``embeddings`` (B, K, D) plus noise of norm ~ ``text_noise`` x each row's norm."""
@@ -68,11 +77,17 @@ def run_batch(model: nn.Module, batch: dict[str, Tensor], text_table: Tensor,
         logits = model(tokens, text, text_mask)
     logits = logits.float()
     label = resize_labels(batch["label"].to(device, non_blocking=True), tuple(logits.shape[-2:]))
-    targets = MaskTargets.of(logits, label, class_ids, text_mask)
-    loss = global_mean(*mask_bce_terms(logits, targets), runtime)
+    if objective.softmax:
+        vocabulary = VocabularyTargets.of(logits, label, class_ids, text_mask,
+                                          objective.background)
+        loss = global_mean(*vocabulary.cross_entropy_terms(logits), runtime)
+        dice_terms = vocabulary.dice_terms
+    else:
+        targets = MaskTargets.of(logits, label, class_ids, text_mask)
+        loss = global_mean(*mask_bce_terms(logits, targets), runtime)
+        dice_terms = partial(mask_dice_terms, targets=targets)
     if objective.dice_weight:
-        dice = global_mean(*mask_dice_terms(logits, targets), runtime)
-        loss = loss + objective.dice_weight * dice
+        loss = loss + objective.dice_weight * global_mean(*dice_terms(logits), runtime)
     return loss, predicted_classes(logits.detach(), class_ids, text_mask), label
 
 

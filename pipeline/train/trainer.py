@@ -35,7 +35,7 @@ from torch.utils.data import DataLoader, DistributedSampler, Sampler
 from pipeline.model.calibration import calibrate_on_store
 from pipeline.model.checkpoint import save_fusion_checkpoint
 from pipeline.model.fusion import build_model
-from pipeline.model.scoring import trained_form
+from pipeline.model.scoring import VOCABULARY_EPISODE, trained_form
 from pipeline.store import loader_kwargs
 from pipeline.store.blocks import BlockShuffleSampler
 from pipeline.train.checkpoint import load_training_state, save_training_state
@@ -117,7 +117,8 @@ def _fit(config: FitConfig, runtime: Runtime) -> dict[str, Any]:
         log.info("training %d episodes (%d steps/epoch) on %s x%d, %d parameters",
                  len(inputs.train), len(train_loader), runtime.device, runtime.world_size,
                  sum(p.numel() for p in model.parameters()))
-    objective = Objective(config.dice_weight, config.text_noise)
+    objective = Objective(config.dice_weight, config.text_noise,
+                          config.episode == VOCABULARY_EPISODE, inputs.split.background)
     step_losses: list[float] = []
     show = config.progress and runtime.is_main
     for epoch in range(start_epoch, config.epochs):
