@@ -62,6 +62,13 @@ class CachedFeatureDataset(Dataset):
         reader.cache_blocks, reader._blocks = cache_blocks, OrderedDict()
         return reader
 
+    def subset(self, rows: Sequence[int]) -> CachedFeatureDataset:
+        """A copy of this reader serving only these store ``rows`` (e.g. an image split's),
+        its shard cache empty; the store stays validated, never reopened per copy."""
+        reader = self.with_block_cache(self.cache_blocks)
+        reader.indices = [int(row) for row in rows]
+        return reader
+
     def clear_block_cache(self) -> None:
         """Forget the cached shards (the next items are read from the store again)."""
         self._blocks.clear()
@@ -82,7 +89,12 @@ class CachedFeatureDataset(Dataset):
         return self._arrays
 
     def image_ids(self) -> list[str]:
+        """The ids of this dataset's items (its ``indices``' store rows), in item order."""
         return [str(i) for i in self._open()["image_ids"][:][self.indices]]
+
+    def store_image_ids(self) -> list[str]:
+        """The ids of every row of the store, whatever ``indices`` serves."""
+        return [str(i) for i in self._open()["image_ids"][:]]
 
     def labels(self) -> np.ndarray:
         """Every label map of this dataset (N, H, W) uint8, e.g. to plan training episodes."""
