@@ -273,10 +273,11 @@ def _loader(dataset: SegmentationDataset, batches: list[list[int]], size: tuple[
                       collate_fn=_collate, **extra)
 
 
-def text_store_attrs(encoder: TextEncoder, dataset_name: str,
-                     templates: tuple[str, ...]) -> dict[str, Any]:
-    """Root attributes of a text store."""
-    return {**encoder.provenance(), "dataset": dataset_name, "templates": list(templates),
+def text_store_attrs(encoder: TextEncoder, dataset_name: str, templates: tuple[str, ...],
+                     class_names: list[str] | None = None) -> dict[str, Any]:
+    """Root attributes of a text store (and what the encoder records for ``class_names``)."""
+    return {**encoder.provenance(), **encoder.class_provenance(class_names or []),
+            "dataset": dataset_name, "templates": list(templates),
             "code_version": pipeline.__version__}
 
 
@@ -289,7 +290,7 @@ def extract_text(
     overwrite: bool = False,
 ) -> dict[str, Any]:
     """Embed every class name (prompt-averaged) into the text store; identical store = no-op."""
-    attrs = text_store_attrs(encoder, dataset_name, templates)
+    attrs = text_store_attrs(encoder, dataset_name, templates, class_names)
     wanted = {**attrs, "format_version": FORMAT_VERSION, "kind": "text",
               "num_classes": len(class_names)}
     if not overwrite and store_exists(store_path):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -18,6 +20,11 @@ class TextEncoder(FrozenEncoder):
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
         """(N,) strings -> (N, D) embeddings."""
         raise NotImplementedError
+
+    def class_provenance(self, class_names: list[str]) -> dict[str, Any]:
+        """What a text store of these names records beyond ``provenance()`` (a control's
+        permutation); nothing for a plain encoder."""
+        return {}
 
     @torch.inference_mode()
     def encode_classes(
