@@ -9,10 +9,16 @@ import click
 from pipeline.evaluation import (
     MODES,
     PAPER_RULE,
-    open_folds,
     run_folds,
     source_dataset,
     write_outputs,
+)
+from pipeline.evaluation.bootstrap import RESAMPLES, Resampler
+from pipeline.evaluation.crossval import (
+    evaluated_images,
+    open_evaluation,
+    overlays_per_split,
+    pool,
 )
 from pipeline.store import StoreLocation
 from pipeline.thresholds import Threshold
@@ -36,7 +42,13 @@ def _line(name: str, scores: dict) -> str:
 @click.command(cls=OneLineCommand, context_settings={"show_default": True})
 @click.option("--checkpoint", "checkpoints", type=click.Path(path_type=Path), multiple=True,
               default=[Path("models/fusion/checkpoint.pt")],
-              help="Fusion checkpoint; repeat it (one per fold) to report each fold and the mean.")
+              help="Fusion checkpoint; repeat it (one per fold) to report each fold and the mean. "
+                   "A folder: every checkpoint.pt below it. Checkpoints of image splits (CV) "
+                   "are scored on their held-out images and pooled per fold.")
+@click.option("--control-checkpoint", "controls", type=click.Path(path_type=Path), multiple=True,
+              help="Name-shuffled control (trained with --text shuffled:<encoder>) of each "
+                   "--checkpoint (same fold and image split; a folder: every checkpoint.pt "
+                   "below it), scored on the same episodes as 'name_shuffled'.")
 @cache_dir_options
 @click.option("--split", default="val", help="Store split to evaluate.")
 @click.option("--dataset", default=None,
@@ -67,15 +79,19 @@ def _line(name: str, scores: dict) -> str:
 @click.option("--num-workers", type=int, default=0, help="DataLoader worker processes (spawn).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
 @click.option("--seed", type=int, default=0, help="Seed of the random-text baseline.")
+@click.option("--bootstrap", "resamples", type=click.IntRange(min=0), default=RESAMPLES,
+              help="Image-bootstrap resamples for the 95% intervals (0: none).")
+@click.option("--bootstrap-seed", type=int, default=0, help="Seed of the image resamples.")
 @progress_option
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @one_line_errors
-def main(checkpoints: tuple[Path, ...], cache_dir: StoreLocation, split: str,
-         dataset: str | None, data_root: Path | None, mode: str, baselines: bool,
+def main(checkpoints: tuple[Path, ...], controls: tuple[Path, ...], cache_dir: StoreLocation,
+         split: str, dataset: str | None, data_root: Path | None, mode: str, baselines: bool,
          seen_reference: bool,
          threshold: Threshold, resolution: str, out_metrics: Path,
          out_plots: Path, num_overlays: int, batch_size: int, num_workers: int, device: str,
-         seed: int, no_progress: bool, verbose: bool) -> None:
+         seed: int, resamples: int, bootstrap_seed: int, no_progress: bool,
+         verbose: bool) -> None:
     """Score fusion checkpoints on their folds' unseen classes, with baselines, from the cache.
 
     Example: fusioner-evaluate --checkpoint models/fusion/checkpoint.pt --split val --mode both
@@ -84,16 +100,22 @@ def main(checkpoints: tuple[Path, ...], cache_dir: StoreLocation, split: str,
     if batch_size < 1 or num_overlays < 0:
         raise click.BadParameter("need --batch-size >= 1 and --num-overlays >= 0")
     modes = MODES if mode == "both" else (mode,)
-    folds = open_folds(checkpoints, cache_dir, split, resolve_device(device), dataset)
+    folds = open_evaluation(checkpoints, controls, cache_dir, split, resolve_device(device),
+                            dataset, threshold)
     source = None
     if num_overlays or resolution == "original":
         source, folds = source_dataset(folds, split, data_root, resolution == "original")
-    results = run_folds(folds, modes=modes, baselines=baselines,  # type: ignore[arg-type]
-                        seen_reference=seen_reference, seed=seed,
-                        batch_size=batch_size, threshold=threshold, num_workers=num_workers,
-                        num_overlays=num_overlays, progress=not no_progress)
-    written = write_outputs(results, split, out_metrics, out_plots, source, threshold)
+    results = pool(run_folds(folds, modes=modes, baselines=baselines,  # type: ignore[arg-type]
+                             seen_reference=seen_reference, seed=seed,
+                             batch_size=batch_size, threshold=threshold, num_workers=num_workers,
+                             num_overlays=overlays_per_split(num_overlays, folds),
+                             progress=not no_progress))
+    resampler = (Resampler.draw(evaluated_images(results), resamples, bootstrap_seed)
+                 if resamples else None)
+    written = write_outputs(results, split, out_metrics, out_plots, source, threshold, resampler)
     document = written["metrics"]
+    if "control" in document:
+        click.echo(f"CONTROL ({document['control']['kind']}): {document['control']['note']}")
     click.echo(f"{document['dataset']}/{split} folds {document['folds']} unseen "
                f"{document['unseen_classes']} ({document['units']}):")
     click.echo("  " + _line("fusioner", document))
