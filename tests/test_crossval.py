@@ -31,6 +31,7 @@ from stages.fit_folds import main as fit_folds_main
 from tests.conftest import TinyStores, make_stores
 from tests.helpers import TINY_FIT, same_weights
 from tests.tally import invoke_error
+from tests.test_evaluate import _fake_camvid
 
 SHUFFLED = "shuffled:minilm_l6"
 
@@ -172,13 +173,20 @@ def test_pooling_merges_the_image_splits_accumulators(cv) -> None:
 
 
 def test_a_control_checkpoint_is_labelled_as_one(cv, tmp_path: Path) -> None:
+    """Scored at the dataset's own mask size with overlays: the pooled splits' images."""
     stores, base = cv
-    done = CliRunner().invoke(evaluate_main, _evaluate(stores, tmp_path, "--checkpoint",
-                                                       str(base / "shuffled")))
+    data = _fake_camvid(tmp_path / "camvid", stores, "all")
+    done = CliRunner().invoke(evaluate_main, [
+        *_evaluate(stores, tmp_path, "--checkpoint", str(base / "shuffled")), "--data-root",
+        str(data), "--resolution", "original", "--num-overlays", "2"])
     assert done.exit_code == 0, done.output
     assert done.stdout.startswith("CONTROL (name-shuffled)")
     document = json.loads((tmp_path / "metrics.json").read_text())
     assert document["control"]["kind"] == "name-shuffled" and document["text"] == SHUFFLED
+    assert document["resolution"] == "original" and document["per_fold"]["fold0"]["images"] == 8
+    overlays = sorted((tmp_path / "plots" / "overlays").glob("*.png"))
+    ids = set(CachedFeatureDataset(stores.visual_paths["all"]).image_ids())
+    assert 1 <= len(overlays) <= 2 and all(p.stem in ids for p in overlays)
     assert markdown_table(document).startswith("CONTROL (name-shuffled): a control, not a result")
 
 
