@@ -112,8 +112,10 @@ def run(work: Path, data: Path) -> list[Table]:
         if _done(step, work, params):
             table.add(step, "reused", "-", "-")
             continue
-        print(f"running: {step}", file=sys.stderr, flush=True)
-        seconds, largest, _ = run_peak_rss(argv)
+        print(f"running: {step} (log: {work}/step{len(table.rows) + 1}.log)", file=sys.stderr,
+              flush=True)
+        log = work / f"step{len(table.rows) + 1}.log"
+        seconds, largest, _ = run_peak_rss(argv, log=log)
         total += seconds
         table.add(step, round(seconds), round(seconds / 60, 1), round(largest / GB, 2))
     table.add("total (timed steps)", round(total), round(total / 60, 1), "")
