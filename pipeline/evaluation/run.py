@@ -180,7 +180,8 @@ def _logits(model: FusionModel, method: Method, tokens: Tensor,
     method's own model, if it has one); None for all-foreground."""
     if method.text is None:
         return None
-    return (method.model or model)(tokens, method.text[class_ids]).float()
+    net = model if method.model is None else method.model
+    return net(tokens, method.text[class_ids]).float()
 
 
 def _probabilities(logits: Tensor | None, item: int, size: tuple[int, int],
