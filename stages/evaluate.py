@@ -19,6 +19,7 @@ from pipeline.evaluation.crossval import (
     open_evaluation,
     overlays_per_split,
     pool,
+    record_bytes,
 )
 from pipeline.store import StoreLocation
 from pipeline.thresholds import Threshold
@@ -112,6 +113,7 @@ def main(checkpoints: tuple[Path, ...], controls: tuple[Path, ...], cache_dir: S
                              progress=not no_progress))
     resampler = (Resampler.draw(evaluated_images(results), resamples, bootstrap_seed)
                  if resamples else None)
+    click.echo(f"per-image records: {record_bytes(results) / 2**20:.2f} MiB", err=True)
     written = write_outputs(results, split, out_metrics, out_plots, source, threshold, resampler)
     document = written["metrics"]
     if "control" in document:
@@ -122,7 +124,8 @@ def main(checkpoints: tuple[Path, ...], controls: tuple[Path, ...], cache_dir: S
     if PAPER_RULE in document:
         click.echo("  " + _line(f"fusioner, {PAPER_RULE}", document[PAPER_RULE]))
     for name, scores in document.get("baselines", {}).items():
-        click.echo("  " + _line(name, scores))
+        control = ", a control" if name in document.get("controls", {}) else ""
+        click.echo("  " + _line(name + control, scores))
     if "seen_reference" in document:
         click.echo("  " + _line("fusioner on SEEN classes, for reference",
                                 document["seen_reference"]))

@@ -130,6 +130,8 @@ def test_pooled_evaluation_with_intervals_and_the_control(cv, tmp_path: Path) ->
                      "--control-checkpoint", str(base / "shuffled"))
     done = CliRunner().invoke(evaluate_main, args)
     assert done.exit_code == 0, done.output
+    assert f"[{NAME_SHUFFLED}, a control]" in done.stdout
+    assert "per-image records: 0.0" in done.stderr  # KiBs for 8 images
     document = json.loads((tmp_path / "metrics.json").read_text())
     assert document["folds"] == [0] and document["bootstrap"]["images"] == 8
     assert "control" not in document and NAME_SHUFFLED in document["controls"]

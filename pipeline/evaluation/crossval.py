@@ -206,6 +206,12 @@ def evaluated_images(results: Sequence[FoldResult]) -> list[str]:
     return sorted({i for r in results for i in r.inputs.features.image_ids()})
 
 
+def record_bytes(results: Sequence[FoldResult]) -> int:
+    """Bytes held by the per-image records of every accumulator (what the bootstrap costs)."""
+    return sum(counts.nbytes for r in results for acc in r.accumulators.values()
+               for counts in acc.images.values())
+
+
 def overlays_per_split(num_overlays: int, folds: Sequence[FoldInputs]) -> int:
     """Overlays per checkpoint so that a pooled class fold draws about ``num_overlays``."""
     per_fold = max(sum(f.split.fold == g.split.fold for g in folds) for f in folds)
