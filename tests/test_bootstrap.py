@@ -10,46 +10,50 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
+from scipy import stats
 
 from pipeline.errors import FusionerError
-from pipeline.evaluation.bootstrap import Resampler
-from pipeline.evaluation.intervals import accumulator_replicates, image_intervals
+from pipeline.evaluation.bootstrap import Figure, Resampler
+from pipeline.evaluation.intervals import accumulator_figures, image_intervals
 from pipeline.evaluation.run import ALL_FOREGROUND, MODEL, NAME_SHUFFLED, FoldResult
 from pipeline.metrics import IoUAccumulator, RankingAccumulator, iou_summary
 
 IMAGES = [f"im{i:03d}" for i in range(40)]
 
 
-def _mean_figure(sums: np.ndarray) -> np.ndarray:
-    """A plain mean as a bootstrap figure: contributions (value, 1), summed."""
-    return sums[:, 0] / sums[:, 1]
+def _mean_of(values: np.ndarray) -> Figure:
+    """A plain mean as a bootstrap figure: contributions (value, 1), summed, divided."""
+    summed = Resampler.draw(IMAGES).summed(
+        {image: np.array([v, 1]) for image, v in zip(IMAGES, values, strict=True)})
+    return lambda weights: summed(weights)[:, 0] / summed(weights)[:, 1]
 
 
-def test_replicates_are_the_resampled_images_own_means() -> None:
-    """A mean resamples exactly as numpy's own draw says: the replicate of a (value, 1)
-    contribution is the mean of the values of the images the replicate drew."""
-    values = np.random.default_rng(5).normal(size=len(IMAGES)).round(3) * 1000
-    contributions = {image: np.array([int(v), 1]) for image, v in zip(IMAGES, values, strict=True)}
+def test_a_mean_resamples_as_scipy_resamples_the_values() -> None:
+    """A mean written as summed contributions gives what ``scipy.stats.bootstrap`` gives on
+    the raw values with the same seed: the same replicates (numpy's draw of image indices),
+    the same BCa interval."""
+    values = np.random.default_rng(5).integers(-1000, 1000, len(IMAGES))
     resampler = Resampler.draw(IMAGES, resamples=500, seed=11)
+    figure = _mean_of(values)
     picks = np.random.default_rng(11).integers(0, len(IMAGES), size=(500, len(IMAGES)))
-    expected = np.array([int(v) for v in values])[picks].mean(1)
-    assert np.allclose(resampler.replicates(contributions, _mean_figure), expected)
-    low, high = resampler.interval(expected)
-    assert (low, high) == tuple(np.percentile(expected, [2.5, 97.5]))
-    assert low < np.mean([int(v) for v in values]) < high
+    assert np.allclose(resampler.run(figure).bootstrap_distribution, values[picks].mean(1))
+    direct = stats.bootstrap((values,), np.mean, n_resamples=500, method="BCa",
+                             rng=np.random.default_rng(11))
+    low, high = resampler.interval(figure)
+    assert (low, high) == pytest.approx(tuple(direct.confidence_interval), abs=1e-9)
+    assert resampler.point(figure) == pytest.approx(values.mean())
+    assert low < values.mean() < high
 
 
 def test_seeded_and_reproducible_bit_for_bit() -> None:
-    contributions = {image: np.array([i % 7, 1]) for i, image in enumerate(IMAGES)}
+    figure = _mean_of(np.arange(len(IMAGES)) % 7)
     first = Resampler.draw(IMAGES[::-1], resamples=300, seed=3)  # order of images: irrelevant
     again = Resampler.draw(IMAGES, resamples=300, seed=3)
     other = Resampler.draw(IMAGES, resamples=300, seed=4)
-    assert np.array_equal(first.weights, again.weights)
-    assert (first.weights.sum(1) == len(IMAGES)).all()
-    one = first.replicates(contributions, _mean_figure)
-    assert np.array_equal(one, again.replicates(contributions, _mean_figure))
-    assert first.interval(one) == again.interval(again.replicates(contributions, _mean_figure))
-    assert not np.array_equal(one, other.replicates(contributions, _mean_figure))
+    assert first == again
+    assert first.interval(figure) == again.interval(figure) != other.interval(figure)
+    assert np.array_equal(first.run(figure).bootstrap_distribution,
+                          again.run(figure).bootstrap_distribution)
 
 
 def test_identical_images_collapse_the_interval_to_the_point() -> None:
@@ -59,20 +63,25 @@ def test_identical_images_collapse_the_interval_to_the_point() -> None:
     for image in IMAGES[:10]:
         acc.update(pred, label, image)
     point = acc.result()
-    replicates = accumulator_replicates(acc, Resampler.draw(IMAGES[:10], 200, seed=0))
-    assert (replicates["miou"] == point.miou).all() and (replicates["fb_iou"] == point.fb_iou).all()
+    resampler = Resampler.draw(IMAGES[:10], 200, seed=0)
+    figures = accumulator_figures(acc, resampler)
+    assert resampler.interval(figures["miou"]) == (point.miou, point.miou)
+    assert resampler.interval(figures["fb_iou"]) == (point.fb_iou, point.fb_iou)
+    assert resampler.point(figures["miou"]) == point.miou
 
 
 def test_images_without_a_contribution_still_count_as_draws() -> None:
-    """An evaluated image with no episode adds nothing to a figure but takes a draw: the
-    replicates of a 2-image sum over 4 images vary; unknown images are refused."""
+    """An evaluated image with no episode adds nothing to a figure but takes a draw: the sums
+    of a 2-image contribution over 4 images vary; unknown images are refused."""
     resampler = Resampler.draw(["a", "b", "c", "d"], resamples=100, seed=0)
-    sums = resampler.sums({"a": np.array([1]), "b": np.array([1])})
-    assert set(np.unique(sums)) <= {0, 1, 2, 3, 4} and len(np.unique(sums)) > 1
+    summed = resampler.summed({"a": np.array([1]), "b": np.array([1])})
+    assert summed(np.array([[2, 0, 1, 1], [0, 1, 3, 0]])).tolist() == [[2], [1]]
+    replicates = resampler.run(lambda w: summed(w)[:, 0].astype(float)).bootstrap_distribution
+    assert set(np.unique(replicates)) <= {0, 1, 2, 3, 4} and len(np.unique(replicates)) > 1
     with pytest.raises(FusionerError, match="not one of the resampled"):
-        resampler.sums({"z": np.array([1])})
+        resampler.summed({"z": np.array([1])})
     with pytest.raises(FusionerError):
-        Resampler.draw([], resamples=10)
+        Resampler.draw(["a"], resamples=10)
 
 
 LABELS = arrays(np.uint8, (4, 6, 7), elements=st.sampled_from([0, 1, 2, 3, 255]))
@@ -130,9 +139,8 @@ def test_folds_and_ratios_share_each_resample() -> None:
                                     (NAME_SHUFFLED, "binary"): model[fold]}))
     resampler = Resampler.draw(IMAGES, resamples=400, seed=1)
     found = image_intervals(results, resampler, 0.5)
-    mean = (accumulator_replicates(model[0], resampler)["miou"]
-            + accumulator_replicates(model[1], resampler)["miou"]) / 2
-    low, high = resampler.interval(mean)
+    folds = [accumulator_figures(model[f], resampler)["miou"] for f in (0, 1)]
+    low, high = resampler.interval(lambda w: (folds[0](w) + folds[1](w)) / 2)
     assert found.mean[MODEL, "binary"]["miou"] == [round(low, 6), round(high, 6)]
     ratios = found.mean_ratios["binary"]["0.5"]
     assert ratios[NAME_SHUFFLED] == {"ratio": 1.0, "ci95": [1.0, 1.0]}
