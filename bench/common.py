@@ -12,6 +12,7 @@ import os
 import platform
 import statistics
 import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -98,26 +99,29 @@ def spread(values: Sequence[float]) -> str:
 
 
 def run_peak_rss(argv: Sequence[str], env: dict[str, str] | None = None,
-                 interval: float = 0.05) -> tuple[float, int, int]:
+                 interval: float = 0.05, log: Path | None = None) -> tuple[float, int, int]:
     """Run a command; (seconds, peak RSS of its largest process, peak RSS summed over its
     process tree), bytes. Sampled every ``interval`` s: per process the kernel's high-water
     mark (``VmHWM``, exact), for the tree the sum of current RSS (may miss a short spike).
-    (``ru_maxrss`` of a child would include the parent's RSS at fork time.)
+    (``ru_maxrss`` of a child would include the parent's RSS at fork time.) Its stderr goes
+    to a file (``log``, else a temporary one), never a pipe that a long log could fill.
     """
     tick = time.perf_counter()
-    proc = subprocess.Popen(list(argv), env={**os.environ, **(env or {})},
-                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    root = psutil.Process(proc.pid)
-    largest = total = 0
-    while proc.poll() is None:
-        try:
-            tree = [root, *root.children(recursive=True)]
-            total = max(total, sum(p.memory_info().rss for p in tree))
-            largest = max(largest, *(_hwm(p.pid) for p in tree))
-        except psutil.Error:
-            pass  # a process ended between listing and reading
-        time.sleep(interval)
-    stderr = proc.stderr.read() if proc.stderr else b""
+    with open(log, "w+b") if log else tempfile.TemporaryFile() as errors:
+        proc = subprocess.Popen(list(argv), env={**os.environ, **(env or {})},
+                                stdout=subprocess.DEVNULL, stderr=errors)
+        root = psutil.Process(proc.pid)
+        largest = total = 0
+        while proc.poll() is None:
+            try:
+                tree = [root, *root.children(recursive=True)]
+                total = max(total, sum(p.memory_info().rss for p in tree))
+                largest = max(largest, *(_hwm(p.pid) for p in tree))
+            except psutil.Error:
+                pass  # a process ended between listing and reading
+            time.sleep(interval)
+        errors.seek(0)
+        stderr = errors.read()
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(argv)} failed:\n{stderr.decode()[-2000:]}")
     return time.perf_counter() - tick, largest, max(total, largest)

@@ -16,6 +16,12 @@ episode lists every fold class has episodes, so the two agree there).
 FB-IoU = mean(foreground IoU, background IoU), foreground summed over the fold's classes and
 background = the "none" region, both accumulated over all episodes (HSNet's ``compute_iou``).
 
+Per-image records (for the image bootstrap, ``pipeline.evaluation.bootstrap``): an update given
+an ``image`` key also adds its counts to ``images[image]``, a (3, K + 1) array of intersections,
+true and predicted pixels per class (the "none" column last), which is all ``iou_summary``
+needs. The split's figures are those of the summed counts, so a resample of images is scored by
+summing its images' counts; about 24 (K + 1) bytes per image and accumulator.
+
 ``RankingAccumulator`` adds a threshold-free view of binary episodes: per class, the AUROC of
 its scores (do the class's pixels score above the other labelled pixels of its episodes?),
 pooled over the split. 0.5 = chance, as the all-foreground baseline scores by construction.
@@ -46,8 +52,40 @@ class IoUResult:
     per_class_auroc: dict[int, float] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class IoUSummary:
+    """Per-class IoU (..., K) and the summary scores (...) of counts with any leading axes."""
+
+    iou: np.ndarray
+    miou: np.ndarray
+    fg_iou: np.ndarray
+    bg_iou: np.ndarray
+    fb_iou: np.ndarray
+
+
+def iou_summary(counts: np.ndarray) -> IoUSummary:
+    """IoUs of (..., 3, K + 1) counts (intersection, truth, prediction; "none" last), each
+    leading index on its own (e.g. one bootstrap replicate per row): mIoU over the classes with
+    a defined IoU, FG-IoU over the K classes pooled, BG-IoU = "none"'s, FB-IoU their mean."""
+    counts = np.asarray(counts, dtype=np.float64)
+    inter, truth, pred = counts[..., 0, :], counts[..., 1, :], counts[..., 2, :]
+    union = truth + pred - inter
+    with np.errstate(invalid="ignore", divide="ignore"):
+        iou = np.where(union > 0, inter / np.maximum(union, 1), np.nan)
+        fg_union = union[..., :-1].sum(-1)
+        fg = np.where(fg_union > 0, inter[..., :-1].sum(-1) / np.maximum(fg_union, 1), np.nan)
+        defined = ~np.isnan(iou[..., :-1])
+        miou = np.where(defined.any(-1), np.nansum(iou[..., :-1], -1) / defined.sum(-1), np.nan)
+        bg = iou[..., -1]
+        pair = np.stack([fg, bg])  # FB-IoU: the mean of those of FG and BG that are defined
+        known = (~np.isnan(pair)).sum(0)
+        fb = np.where(known > 0, np.nan_to_num(pair).sum(0) / np.maximum(known, 1), np.nan)
+    return IoUSummary(iou[..., :-1], miou, fg, bg, fb)
+
+
 class IoUAccumulator:
-    """Accumulates intersections/unions of ``class_ids`` (dataset ids) over a whole split."""
+    """Accumulates intersections/unions of ``class_ids`` (dataset ids) over a whole split, and
+    (updates given an ``image`` key) the counts of each image."""
 
     def __init__(self, class_ids: Sequence[int]) -> None:
         ids = [int(c) for c in class_ids]
@@ -59,6 +97,7 @@ class IoUAccumulator:
         self._index = {c: k for k, c in enumerate(ids)}
         size = len(ids) + 1
         self.confusion = np.zeros((size, size), dtype=np.int64)  # rows: truth, cols: prediction
+        self.images: dict[str, np.ndarray] = {}  # image key -> its (3, K + 1) counts
 
     @property
     def none_index(self) -> int:
@@ -72,7 +111,8 @@ class IoUAccumulator:
             out[values == c] = self._index[c]
         return out
 
-    def _accumulate(self, pred: np.ndarray, label: np.ndarray, classes: Sequence[int]) -> None:
+    def _accumulate(self, pred: np.ndarray, label: np.ndarray, classes: Sequence[int],
+                    image: str | None) -> None:
         pred, label = np.asarray(pred), np.asarray(label)
         if pred.shape != label.shape:
             raise ValueError(f"prediction shape {pred.shape} != label shape {label.shape}")
@@ -80,46 +120,54 @@ class IoUAccumulator:
         truth = self._to_index(label[valid], classes)
         guess = self._to_index(pred[valid], classes)
         size = self.none_index + 1
-        counts = np.bincount(truth * size + guess, minlength=size * size)
-        self.confusion += counts.reshape(size, size)
+        confusion = np.bincount(truth * size + guess, minlength=size * size).reshape(size, size)
+        self.confusion += confusion
+        if image is not None:
+            counts = self.images.setdefault(image, np.zeros((3, size), dtype=np.int64))
+            counts += as_counts(confusion)
 
-    def update_binary(self, class_id: int, pred_mask: np.ndarray, label: np.ndarray) -> None:
-        """One episode: boolean ``pred_mask`` for ``class_id`` against ``label == class_id``."""
+    def update_binary(self, class_id: int, pred_mask: np.ndarray, label: np.ndarray,
+                      image: str | None = None) -> None:
+        """One episode: boolean ``pred_mask`` for ``class_id`` against ``label == class_id``
+        (``image``: also counted as that image's)."""
         if class_id not in self._index:
             raise ValueError(f"class {class_id} is not one of the evaluated {self.class_ids}")
         pred = np.where(np.asarray(pred_mask, dtype=bool), class_id, NONE)
-        self._accumulate(pred, label, (class_id,))
+        self._accumulate(pred, label, (class_id,), image)
 
-    def update(self, pred: np.ndarray, label: np.ndarray) -> None:
+    def update(self, pred: np.ndarray, label: np.ndarray, image: str | None = None) -> None:
         """Multi-class: ``pred`` holds dataset class ids, any other value means "none"."""
-        self._accumulate(np.asarray(pred, dtype=np.int64), label, self.class_ids)
+        self._accumulate(np.asarray(pred, dtype=np.int64), label, self.class_ids, image)
 
     def merge(self, other: IoUAccumulator) -> IoUAccumulator:
-        """A new accumulator holding both (for parallel or sharded evaluation)."""
+        """A new accumulator holding both (for parallel or sharded evaluation, or the image
+        splits of a cross-validation); an image in both has its counts summed."""
         if other.class_ids != self.class_ids:
             raise ValueError(f"cannot merge accumulators of {self.class_ids} and {other.class_ids}")
         merged = IoUAccumulator(self.class_ids)
         merged.confusion = self.confusion + other.confusion
+        merged.images = {key: counts.copy() for key, counts in self.images.items()}
+        for key, counts in other.images.items():
+            merged.images[key] = merged.images[key] + counts if key in merged.images else counts
         return merged
 
     __add__ = merge
 
+    def counts(self) -> np.ndarray:
+        """The split's (3, K + 1) counts: intersection, truth and prediction per class."""
+        return as_counts(self.confusion)
+
     def result(self) -> IoUResult:
         """Per-class IoU, mIoU (mean over classes with a defined IoU), FG/BG/FB-IoU."""
-        inter = np.diag(self.confusion).astype(np.float64)
-        union = self.confusion.sum(0) + self.confusion.sum(1) - inter
-        with np.errstate(invalid="ignore", divide="ignore"):
-            iou = np.where(union > 0, inter / np.maximum(union, 1), np.nan)
-        k = self.none_index
-        per_class = {c: float(iou[i]) for i, c in enumerate(self.class_ids)}
-        defined = iou[:k][~np.isnan(iou[:k])]
-        miou = float(defined.mean()) if defined.size else float("nan")
-        fg_union = union[:k].sum()
-        fg_iou = float(inter[:k].sum() / fg_union) if fg_union > 0 else float("nan")
-        bg_iou = float(iou[k])
-        both = [x for x in (fg_iou, bg_iou) if not np.isnan(x)]
-        fb_iou = float(np.mean(both)) if both else float("nan")
-        return IoUResult(per_class, miou, fg_iou, bg_iou, fb_iou)
+        scores = iou_summary(self.counts())
+        per_class = {c: float(scores.iou[i]) for i, c in enumerate(self.class_ids)}
+        return IoUResult(per_class, float(scores.miou), float(scores.fg_iou),
+                         float(scores.bg_iou), float(scores.fb_iou))
+
+
+def as_counts(confusion: np.ndarray) -> np.ndarray:
+    """(3, K + 1) intersection (diagonal), truth (row sums) and prediction (column sums)."""
+    return np.stack([np.diag(confusion), confusion.sum(1), confusion.sum(0)])
 
 
 def prediction_map(
@@ -172,6 +220,17 @@ class RankingAccumulator:
         truth = label[valid] == class_id
         self.positive[class_id] += np.bincount(bins[truth], minlength=self.edges.size + 1)
         self.negative[class_id] += np.bincount(bins[~truth], minlength=self.edges.size + 1)
+
+    def merge(self, other: RankingAccumulator) -> RankingAccumulator:
+        """A new accumulator holding both (the image splits of a cross-validation)."""
+        if (other.class_ids, other.limit, other.edges.size) != (
+                self.class_ids, self.limit, self.edges.size):
+            raise ValueError(f"cannot merge rankings of {self.class_ids} and {other.class_ids}")
+        merged = RankingAccumulator(self.class_ids, self.edges.size + 1, self.limit)
+        for c in self.class_ids:
+            merged.positive[c] = self.positive[c] + other.positive[c]
+            merged.negative[c] = self.negative[c] + other.negative[c]
+        return merged
 
     def per_class(self) -> dict[int, float]:
         """AUROC of each class (NaN without both positive and negative pixels)."""

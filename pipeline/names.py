@@ -29,10 +29,20 @@ def visual_slug(name: str) -> str:
 
 
 def text_slug(name: str) -> str:
-    """The catalogue slug of a text encoder name or alias (other names pass through)."""
+    """The catalogue slug of a text encoder name or alias (other names pass through;
+    ``shuffled:<alias>`` becomes ``shuffled:<slug>``)."""
+    prefix, sep, rest = name.partition(":")
+    if sep and prefix == SHUFFLED_PREFIX:
+        return f"{SHUFFLED_PREFIX}:{text_slug(rest)}"
     return TEXT_ALIASES.get(name, name)
 
 
 def chosen(kind: str, name: str, slug: str) -> str:
     """Which encoder a name chose, e.g. ``visual encoder: dino -> dinov2_vits14``."""
     return f"{kind} encoder: {name} -> {slug}" if name != slug else f"{kind} encoder: {slug}"
+
+
+# the name-shuffled control (``pipeline.encoders.controls``): ``shuffled:<text encoder>`` builds
+# the named encoder with its class rows deranged; its stores and checkpoints say so
+SHUFFLED_PREFIX = "shuffled"
+NAME_SHUFFLED_CONTROL = "name-shuffled"

@@ -9,10 +9,18 @@ import click
 from pipeline.evaluation import (
     MODES,
     PAPER_RULE,
-    open_folds,
     run_folds,
     source_dataset,
     write_outputs,
+)
+from pipeline.evaluation.bootstrap import RESAMPLES, Resampler
+from pipeline.evaluation.crossval import (
+    evaluated_images,
+    open_evaluation,
+    overlays_per_split,
+    pool,
+    record_bytes,
+    refuse_pooled_gzsl,
 )
 from pipeline.evaluation.open_vocabulary import (
     FORM_CHOICES,
@@ -52,7 +60,13 @@ def _gzsl_line(form: str, name: str, s: dict) -> str:
 @click.command(cls=OneLineCommand, context_settings={"show_default": True})
 @click.option("--checkpoint", "checkpoints", type=click.Path(path_type=Path), multiple=True,
               default=[Path("models/fusion/checkpoint.pt")],
-              help="Fusion checkpoint; repeat it (one per fold) to report each fold and the mean.")
+              help="Fusion checkpoint; repeat it (one per fold) to report each fold and the mean. "
+                   "A folder: every checkpoint.pt below it. Checkpoints of image splits (CV) "
+                   "are scored on their held-out images and pooled per fold.")
+@click.option("--control-checkpoint", "controls", type=click.Path(path_type=Path), multiple=True,
+              help="Name-shuffled control (trained with --text shuffled:<encoder>) of each "
+                   "--checkpoint (same fold and image split; a folder: every checkpoint.pt "
+                   "below it), scored on the same episodes as 'name_shuffled'.")
 @cache_dir_options
 @click.option("--split", default="val", help="Store split to evaluate.")
 @click.option("--dataset", default=None,
@@ -89,15 +103,20 @@ def _gzsl_line(form: str, name: str, s: dict) -> str:
 @click.option("--num-workers", type=int, default=0, help="DataLoader worker processes (spawn).")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default="auto")
 @click.option("--seed", type=int, default=0, help="Seed of the random-text baseline.")
+@click.option("--bootstrap", "resamples", type=click.IntRange(min=0), default=RESAMPLES,
+              help="Image-bootstrap resamples for the 95% intervals (0: none).")
+@click.option("--bootstrap-seed", type=int, default=0, help="Seed of the image resamples.")
 @progress_option
 @click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
 @one_line_errors
-def main(checkpoints: tuple[Path, ...], cache_dir: StoreLocation, split: str,
-         dataset: str | None, data_root: Path | None, mode: str, form: str, baselines: bool,
+def main(checkpoints: tuple[Path, ...], controls: tuple[Path, ...], cache_dir: StoreLocation,
+         split: str, dataset: str | None, data_root: Path | None, mode: str, form: str,
+         baselines: bool,
          seen_reference: bool,
          threshold: Threshold, resolution: str, out_metrics: Path,
          out_plots: Path, num_overlays: int, batch_size: int, num_workers: int, device: str,
-         seed: int, no_progress: bool, verbose: bool) -> None:
+         seed: int, resamples: int, bootstrap_seed: int, no_progress: bool,
+         verbose: bool) -> None:
     """Score fusion checkpoints on their folds' unseen classes, with baselines, from the cache.
 
     Example: fusioner-evaluate --checkpoint models/fusion/checkpoint.pt --split val --mode both
@@ -108,7 +127,10 @@ def main(checkpoints: tuple[Path, ...], cache_dir: StoreLocation, split: str,
         raise click.BadParameter("need --batch-size >= 1 and --num-overlays >= 0")
     protocols = parse_modes(mode)
     modes = tuple(m for m in protocols if m in MODES)
-    folds = open_folds(checkpoints, cache_dir, split, resolve_device(device), dataset)
+    folds = open_evaluation(checkpoints, controls, cache_dir, split, resolve_device(device),
+                            dataset, threshold)
+    if "gzsl" in protocols:
+        refuse_pooled_gzsl(folds)
     source = None
     if num_overlays or resolution == "original":
         source, folds = source_dataset(folds, split, data_root, resolution == "original")
@@ -118,21 +140,28 @@ def main(checkpoints: tuple[Path, ...], cache_dir: StoreLocation, split: str,
     results = run_folds(folds, modes=modes, baselines=baselines,  # type: ignore[arg-type]
                         seen_reference=seen_reference, seed=seed,
                         batch_size=batch_size, threshold=threshold, num_workers=num_workers,
-                        num_overlays=num_overlays, progress=not no_progress)
+                        num_overlays=overlays_per_split(num_overlays, folds),
+                        progress=not no_progress)
     run_open_vocabulary(results, calibrations, presence="binary" in modes, baselines=baselines,
                         seed=seed, threshold=threshold, batch_size=batch_size,
                         num_workers=num_workers, progress=not no_progress)
-    written = write_outputs(results, split, out_metrics, out_plots, source, threshold)
+    results = pool(results)
+    resampler = (Resampler.draw(evaluated_images(results), resamples, bootstrap_seed)
+                 if resamples else None)
+    click.echo(f"per-image records: {record_bytes(results) / 2**20:.2f} MiB", err=True)
+    written = write_outputs(results, split, out_metrics, out_plots, source, threshold, resampler)
     document = written["metrics"]
-    control = f" CONTROL ({document['control']})" if "control" in document else ""
+    if "control" in document:
+        click.echo(f"CONTROL ({document['control']['kind']}): {document['control']['note']}")
     click.echo(f"{document['dataset']}/{split} folds {document['folds']} unseen "
-               f"{document['unseen_classes']} ({document['units']}){control}:")
+               f"{document['unseen_classes']} ({document['units']}):")
     if modes:
         click.echo("  " + _line("fusioner", document))
     if PAPER_RULE in document:
         click.echo("  " + _line(f"fusioner, {PAPER_RULE}", document[PAPER_RULE]))
     for name, scores in document.get("baselines", {}).items():
-        click.echo("  " + _line(name, scores))
+        control = ", a control" if name in document.get("controls", {}) else ""
+        click.echo("  " + _line(name + control, scores))
     if "seen_reference" in document:
         click.echo("  " + _line("fusioner on SEEN classes, for reference",
                                 document["seen_reference"]))

@@ -95,6 +95,12 @@ def _channels(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple
               help="Augmented views to train on: each epoch reads one of views 0..N of every "
                    "image (one per store shard, seeded by --seed and the epoch) "
                    "[default: all the train store holds; 0 = the plain images].")
+@click.option("--image-split", type=click.IntRange(min=0), default=None,
+              help="Cross-validation: hold out image split K of the --train-split store (image "
+                   "p, sorted by id, is held out in split p % --image-splits), train on the "
+                   "rest, validate on the held-out images found in --val-split's store.")
+@click.option("--image-splits", type=click.IntRange(min=2), default=DEFAULTS.image_splits,
+              help="Number of image splits (coco128's fixed 96/32 split is split 3 of 4).")
 @click.option("--seed", type=int, default=DEFAULTS.seed)
 @click.option("--calibrate/--no-calibrate", default=DEFAULTS.calibrate,
               help="After the last epoch, choose the generalized protocol's seen-name "

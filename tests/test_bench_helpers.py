@@ -6,12 +6,17 @@ Not timed (timings live in ``bench/``); these check the helpers the comparisons 
 from __future__ import annotations
 
 import functools
+import sys
+from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
+import yaml
 import zarr
 
-from bench.common import Table, dir_bytes, rewrite_store
+from bench.common import Table, dir_bytes, rewrite_store, run_peak_rss
+from bench.cv_cost import commands, options
 from bench.read_path import ArrayFeatures, open_hdf5, open_npy
 from bench.views import epoch_read_bytes
 from pipeline.store import CachedFeatureDataset
@@ -62,3 +67,26 @@ def test_a_fit_epoch_reads_one_view_per_shard(tmp_path, make_stores):
     assert tokens > 0 and dir_bytes(views / "view_patch_tokens" / "c") == 2 * tokens  # 2 more
     for epoch in range(3):  # ... of which an epoch reads one per shard
         assert abs(epoch_read_bytes(views, epoch) - one_view) < 0.05 * one_view
+
+
+def test_a_long_stderr_never_blocks_the_measured_command(tmp_path):
+    """Megabytes on stderr (a 16-fit log) finish; the log keeps them, a failure shows its end."""
+    chatty = "import sys\nfor i in range(20000): print('x' * 60, i, file=sys.stderr)\n"
+    seconds, largest, tree = run_peak_rss([sys.executable, "-c", chatty],
+                                          log=tmp_path / "chatty.log")
+    assert seconds > 0 and 0 < largest <= tree
+    assert (tmp_path / "chatty.log").read_text().splitlines()[-1].endswith(" 19999")
+    with pytest.raises(RuntimeError, match="boom"):
+        run_peak_rss([sys.executable, "-c", chatty + "sys.exit('boom')"])
+
+
+def test_cv_cost_runs_the_cv_stages_commands():
+    """The benchmark's commands pass the params.yaml blocks as DVC does."""
+    params = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    assert options({"epochs": 15, "random-init": False, "resume": True}) == [
+        "--epochs", "15", "--resume"]
+    steps = commands(params, Path("/w"), Path("/d"))
+    fits = steps["16 fits, shuffled names (control)"]
+    assert fits[fits.index("--text") + 1] == f"shuffled:{params['pair']['text']}"
+    assert options(params["fit_coco128"]) == fits[-len(options(params["fit_coco128"])):]
+    assert "--control-checkpoint" in steps["pooled evaluation (32 checkpoints, bootstrap)"]

@@ -35,6 +35,8 @@ TINY["fit_coco128"] = {k: v for k, v in TINY["fit"].items() if k != "fold"}
 TINY["evaluate_coco128"] = {**TINY["evaluate"], "threshold": "adaptive"}
 COCO128_STAGES = {"extract_coco128_visual", "extract_coco128_text", "fit_coco128",
                   "evaluate_coco128"}
+CV_STAGES = {"extract_coco128_all", "extract_coco128_text_shuffled", "fit_coco128_cv",
+             "fit_coco128_cv_shuffled", "evaluate_coco128_cv"}
 # coco128 extracts the pair itself: its text reruns
 TEXT_PAIR_STAGES = {"extract_coco128_text", "fit_coco128", "evaluate_coco128"}
 
@@ -48,9 +50,9 @@ def _sh(repo: Path, *args: str) -> str:
     return done.stdout + done.stderr
 
 
-def _repro(repo: Path) -> set[str]:
+def _repro(repo: Path, *targets: str) -> set[str]:
     """Run `dvc repro`; the set of stages that really ran (not restored from the run cache)."""
-    output = _sh(repo, "dvc", "repro")
+    output = _sh(repo, "dvc", "repro", *targets)
     ran = set(re.findall(r"Running stage '([^']+)'", output))
     restored = set(re.findall(r"Stage '([^']+)' is cached - skipping run", output))
     return ran - restored
@@ -78,15 +80,20 @@ def repo(tmp_path_factory: pytest.TempPathFactory) -> Path:
                           "text": ["minilm_l6", "bert_base"]}
     params["pair"] = {"visual": "dino_vits16", "text": "minilm_l6"}
     params.update(TINY)
+    params["cv_coco128"] = {**params["cv_coco128"], "folds": "0", "image_splits": 2,
+                            "bootstrap": 200}
     return _project(base / "repo", params)
 
 
 def _project(repo: Path, params: dict) -> Path:
-    """A git+dvc repo at ``repo`` with this project's code, dvc.yaml and ``params``."""
+    """A git+dvc repo at ``repo`` with this project's code, dvc.yaml (and cv/dvc.yaml, never run
+    by `dvc repro`) and ``params``."""
     repo.mkdir()
     for name in ("pipeline", "stages"):
         shutil.copytree(ROOT / name, repo / name, ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(ROOT / "dvc.yaml", repo / "dvc.yaml")
+    (repo / "cv").mkdir()
+    shutil.copy(ROOT / "cv" / "dvc.yaml", repo / "cv" / "dvc.yaml")
     (repo / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     (repo / ".gitignore").write_text("/cache/\n/models/\n/metrics/\n/plots/\n__pycache__/\n")
     _sh(repo, "git", "init", "-q")
@@ -98,7 +105,7 @@ def _project(repo: Path, params: dict) -> Path:
 
 
 def test_pipeline_reruns_only_what_changed(repo: Path) -> None:
-    first = _repro(repo)
+    first = _repro(repo)  # the exact set: no stage of cv/dvc.yaml among them
     assert first == {"extract_visual@dino_vits16", "extract_visual@dinov2_vits14",
                      "extract_text@minilm_l6", "extract_text@bert_base", "fit", "evaluate",
                      *COCO128_STAGES}
@@ -157,6 +164,23 @@ def test_a_table_text_encoder_in_the_extract_text_foreach(tmp_path: Path) -> Non
     assert "Running stage" not in _sh(repo, "dvc", "repro", stage)
 
 
+def test_the_cross_validation_runs_on_its_own(repo: Path) -> None:
+    """`dvc repro cv/dvc.yaml`: the `all` store, 2 image splits x fold 0 with the real and the
+    name-shuffled names, one pooled evaluation with intervals; then a no-op."""
+    _set_params(repo, **{"encoders.text": ["minilm_l6", "bert_base"],
+                         "pair": {"visual": "dino_vits16", "text": "minilm_l6"}})
+    ran = _repro(repo, "cv/dvc.yaml")
+    assert {f"cv/dvc.yaml:{s}" for s in CV_STAGES} <= ran
+    assert not ran - {f"cv/dvc.yaml:{s}" for s in CV_STAGES} - {"extract_coco128_text"}
+    checkpoints = sorted((repo / "models" / "coco128_cv").rglob("checkpoint.pt"))
+    assert len(checkpoints) == 2 * 2  # (names, shuffled) x image splits
+    cv = yaml.safe_load((repo / "metrics" / "coco128_cv.json").read_text())
+    assert cv["folds"] == [0] and cv["split"] == "all" and cv["bootstrap"]["images"] == 8
+    assert cv["per_fold"]["fold0"]["images"] == 8 and cv["per_fold"]["fold0"]["image_splits"] == 2
+    assert "name_shuffled" in cv["baselines"] and "ratios" in cv and "ci95" in cv
+    assert _repro(repo, "cv/dvc.yaml") == set()
+
+
 def _lock_hashes(repo: Path, stage: str) -> list[str]:
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     return [out["md5"] for out in lock["stages"][stage]["outs"]]
@@ -166,7 +190,12 @@ STAGE_MODULES = {"extract_visual": "stages.extract", "extract_text": "stages.ext
                  "fit": "stages.fit", "evaluate": "stages.evaluate",
                  "extract_coco128_visual": "stages.extract",
                  "extract_coco128_text": "stages.extract", "fit_coco128": "stages.fit_folds",
-                 "evaluate_coco128": "stages.evaluate"}
+                 "evaluate_coco128": "stages.evaluate",
+                 "cv/extract_coco128_all": "stages.extract",
+                 "cv/extract_coco128_text_shuffled": "stages.extract",
+                 "cv/fit_coco128_cv": "stages.fit_folds",
+                 "cv/fit_coco128_cv_shuffled": "stages.fit_folds",
+                 "cv/evaluate_coco128_cv": "stages.evaluate"}
 _LOADED_FILES = ("import sys, importlib; importlib.import_module(sys.argv[1]); "
                  "print('\\n'.join(m.__file__ for n, m in list(sys.modules.items()) "
                  "if n.split('.')[0] in ('pipeline', 'stages') and getattr(m, '__file__', None)))")
@@ -175,7 +204,8 @@ _LOADED_FILES = ("import sys, importlib; importlib.import_module(sys.argv[1]); "
 @pytest.mark.parametrize("stage", sorted(STAGE_MODULES))
 def test_every_module_a_stage_imports_is_a_dep(stage: str) -> None:
     """A code change reruns the stages that run it: no imported project file is left out."""
-    spec = yaml.safe_load((ROOT / "dvc.yaml").read_text())["stages"][stage]
+    folder, _, name = stage.rpartition("/")
+    spec = yaml.safe_load((ROOT / folder / "dvc.yaml").read_text())["stages"][name]
     deps = [Path(d) for d in spec.get("do", spec)["deps"] if d.startswith(("pipeline", "stages"))]
     loaded = subprocess.run([sys.executable, "-c", _LOADED_FILES, STAGE_MODULES[stage]],
                             cwd=ROOT, capture_output=True, text=True, check=True).stdout.split()

@@ -70,9 +70,12 @@ def _args(stores: TinyStores, checkpoint: Path, out: Path, *extra: str) -> list[
             *extra]  # a later --resolution in ``extra`` wins
 
 
-def _leaves(value: object) -> list[float]:
+def _leaves(value: object, skip: tuple[str, ...] = ()) -> list[float]:
+    """Every float of a metrics document, lists included, but under the ``skip`` keys."""
     if isinstance(value, dict):
-        return [x for v in value.values() for x in _leaves(v)]
+        return [x for k, v in value.items() if k not in skip for x in _leaves(v, skip)]
+    if isinstance(value, list):
+        return [x for v in value for x in _leaves(v, skip)]
     return [value] if isinstance(value, float) else []
 
 
@@ -95,7 +98,12 @@ def test_cli_writes_metrics_table_and_overlays(setup, tmp_path: Path) -> None:
     assert list(fold["unseen_auroc"]) == ["pole", "pedestrian", "bicyclist"]
     assert fold["images"] == 10 and fold["episodes"]["multiclass"] == 10
     assert fold["binary"]["miou"] == metrics["binary"]["miou"]  # one fold: mean == the fold
-    assert all(0.0 <= x <= 1.0 for x in _leaves(metrics))
+    fractions = _leaves(metrics, skip=("ratios", "bootstrap"))  # IoUs and their intervals
+    assert all(0.0 <= x <= 1.0 for x in fractions)
+    low, high = metrics["ci95"]["binary"]["miou"]  # the image bootstrap, on by default
+    assert low <= metrics["binary"]["miou"] <= high
+    assert metrics["bootstrap"]["images"] == 10 and metrics["bootstrap"]["resamples"] == 2000
+    assert set(metrics["ratios"]["binary"]["0.5"]) == {"all_foreground", "random_text"}
     with (tmp_path / "plots" / "per_class_iou.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     unseen = [r for r in rows if not r["method"].startswith("seen_reference")]
@@ -253,14 +261,19 @@ def test_summary_table_shows_each_fold_and_the_mean_beside_the_baselines(setup,
     assert set(rows) == {"0", "1", "mean"}
     for name, block in (("0", document["per_fold"]["fold0"]), ("mean", document)):
         cells = rows[name]
-        assert cells[2] == f"{block[PAPER_RULE]['binary']['miou']:.3f}"  # unseen at 0.5
-        assert cells[3] == f"{block['baselines']['all_foreground']['binary']['miou']:.3f}"
+        low, high = block["ci95"][PAPER_RULE]["binary"]["miou"]
+        assert cells[2] == f"{block[PAPER_RULE]['binary']['miou']:.3f} ({low:.3f}-{high:.3f})"
+        all_foreground = block["baselines"]["all_foreground"]["binary"]["miou"]
+        assert cells[3].split()[0] == f"{all_foreground:.3f}"
         random_at_paper = block[PAPER_RULE]["baselines"]["random_text"]["binary"]["miou"]
-        assert cells[4] == f"{random_at_paper:.3f}"
-        assert cells[5] == f"{block['binary']['miou']:.3f}"  # under the adaptive rule
-    ratio = document[PAPER_RULE]["binary"]["miou"] / document["baselines"]["all_foreground"][
-        "binary"]["miou"]
-    assert f"at 0.5 {ratio:.2f}x all-foreground" in table[-1]
+        assert cells[4].split()[0] == f"{random_at_paper:.3f}"
+        assert cells[5].split()[0] == f"{block['binary']['miou']:.3f}"  # under the adaptive rule
+    assert "names shuffled" not in "\n".join(table)  # no control scored: no column for it
+    ratio = document["ratios"]["binary"][PAPER_RULE]["all_foreground"]
+    assert ratio["ratio"] == pytest.approx(document[PAPER_RULE]["binary"]["miou"] / document[
+        "baselines"]["all_foreground"]["binary"]["miou"], abs=1e-5)
+    low, high = ratio["ci95"]
+    assert f"at 0.5 {ratio['ratio']:.2f}x ({low:.2f}-{high:.2f}) all-foreground" in table[-1]
     (tmp_path / "other.json").write_text('{"units": "fraction"}')
     for bad in (tmp_path / "missing.json", tmp_path / "other.json"):
         with pytest.raises(SystemExit, match=r"^error: .*not a readable metrics file"):

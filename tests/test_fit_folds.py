@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 from pathlib import Path
@@ -9,7 +10,7 @@ from pathlib import Path
 import torch
 from click.testing import CliRunner
 
-from pipeline.train.folds import FoldPlan, thread_env
+from pipeline.train.folds import FoldPlan, FoldRunner, thread_env
 from stages.fit_folds import main
 from tests.helpers import TINY_FIT, same_weights
 from tests.tally import invoke_error
@@ -59,3 +60,32 @@ def test_per_fold_options_are_refused(tiny_stores, tmp_path: Path) -> None:
     invoke_error(main, ["--folds", "0,1", "--out", str(out), "--fold", "2", *options], "--fold")
     invoke_error(main, ["--folds", "0,0", "--out", str(out), *options], "distinct")
     assert not out.exists()
+
+
+def test_runs_are_labelled_and_counted_as_they_finish(capfd, caplog) -> None:
+    commands = {f"split {s} fold 0": [sys.executable, "-c", f"print('hello {s}')"]
+                for s in range(3)}
+    with caplog.at_level(logging.INFO, logger="fusioner.fit"):
+        seconds = FoldRunner(commands, FoldPlan(2, 1)).run()
+    assert set(seconds) == set(commands)
+    assert "[split 2 fold 0] hello 2" in capfd.readouterr().err
+    done = [r.getMessage() for r in caplog.records if "done in" in r.getMessage()]
+    assert sorted(m.split(" (")[1] for m in done) == [f"{k} of 3 done)" for k in (1, 2, 3)]
+
+
+def test_image_splits_cross_the_folds(tiny_stores, tmp_path: Path) -> None:
+    """--image-splits 2 runs every (split, fold) pair into <out>/split<s>/fold<k>."""
+    out = tmp_path / "cv"
+    result = CliRunner().invoke(main, ["--folds", "1", "--image-splits", "2", "--out", str(out),
+                                       *_fit_options(tiny_stores), "--epochs", "1",
+                                       "--train-split", "val", "--val-split", "val"])
+    assert result.exit_code == 0, result.output
+    for split in (0, 1):
+        meta = torch.load(out / f"split{split}" / "fold1" / "checkpoint.pt",
+                          weights_only=True)["meta"]
+        assert (meta["image_split"]["split"], meta["image_split"]["images"]) == (split, 8)
+    invoke_error(main, ["--folds", "0", "--image-splits", "1", "--out", str(out),
+                        *_fit_options(tiny_stores)], "2 or more")
+    invoke_error(main, ["--folds", "0", "--out", str(out), "--image-split", "1",
+                        *_fit_options(tiny_stores)], "--image-split")
+

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from pipeline.encoders.controls import shuffled_spec
 from pipeline.encoders.hub import HubRef
 from pipeline.encoders.onnx_import import packaged_dinov2_vits14
 from pipeline.encoders.registry import TEXT_ENCODERS, VISUAL_ENCODERS, EncoderSpec
 from pipeline.encoders.table import TABLE_FAMILY, catalogue_table_spec, user_table_spec
 from pipeline.encoders.text import build_hf, build_open_clip_text
 from pipeline.encoders.visual import build_open_clip, build_timm
+from pipeline.names import SHUFFLED_PREFIX
 
 # weights file names each library's hub loader looks for, in its order of preference
 TIMM_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -130,3 +132,4 @@ TEXT_ENCODERS.register_family(
 # precomputed text tables: the shared CLIP ViT-B/32 ones, and a user's own (table:PATH)
 TEXT_ENCODERS.register(catalogue_table_spec())
 TEXT_ENCODERS.register_family(TABLE_FAMILY, user_table_spec)
+TEXT_ENCODERS.register_family(SHUFFLED_PREFIX, shuffled_spec)  # the name-shuffled control

@@ -148,12 +148,10 @@ def curve_rows(results: Sequence[FoldResult]) -> list[dict[str, Any]]:
 
 
 def document_extras(results: Sequence[FoldResult]) -> dict[str, Any]:
-    """Top-level keys: ``control`` (a control run's label), ``trained_form``, the mean ``gzsl``."""
+    """Top-level keys: ``trained_form`` and the mean ``gzsl`` (a control run's label is
+    ``pipeline.evaluation.report.control_labels``')."""
     first = results[0].inputs
     extras: dict[str, Any] = {}
-    controls = sorted({r.inputs.control for r in results if r.inputs.control})
-    if controls:
-        extras["control"] = ", ".join(controls)
     blocks = [gzsl_block(r) for r in results]
     if any(blocks):
         extras["trained_form"] = trained_form(first.meta)

@@ -81,6 +81,13 @@ class PresenceRecords:
         defined = [s for s in shares if s == s]
         return float(np.mean(defined)) if defined else float("nan")
 
+    def merge(self, other: PresenceRecords) -> PresenceRecords:
+        """A new record holding both (image splits of one fold: their pairs never overlap)."""
+        if set(self.scores) & set(other.scores):
+            raise ValueError("presence records of the same (image, name) pairs cannot be merged")
+        return PresenceRecords({**self.scores, **other.scores}, {**self.present, **other.present},
+                               {**self.painted, **other.painted})
+
     @property
     def absent_pairs(self) -> int:
         """How many recorded pairs have an absent name."""

@@ -3,8 +3,12 @@
 - ``metrics.json`` (``dvc metrics show``): headline scores, mean over the folds given, of the
   model and of the baselines side by side, then the same per fold; the binary blocks carry
   ``presence_auroc`` and ``absent_painted_share``, the ``gzsl`` block the generalized protocol
-  (``pipeline.evaluation.open_report``). IoUs are FRACTIONS in [0, 1]
-  (not percent); a score with no defined value is ``null``.
+  (``pipeline.evaluation.open_report``). IoUs are FRACTIONS in [0, 1] (not percent); a score
+  with no defined value is ``null``. With the image bootstrap (``resamples`` > 0): ``ci95``
+  blocks shaped like the scores (``[low, high]`` per figure), ``ratios`` (the model over each
+  baseline and control, with ``ci95``) and ``bootstrap`` (how; ``pipeline.evaluation.intervals``).
+  A name-shuffled checkpoint's document says it is a control (``control``), as does
+  ``controls`` for the name-shuffled method beside the model.
 - ``per_class_iou.csv`` (``dvc plots show``, bar chart): one row per (fold, class, method) with
   ``class``, ``method`` (``<method>_<mode>``), ``iou`` and ``entry`` = "class | method", a key
   unique per bar.
@@ -30,6 +34,8 @@ from PIL import Image
 
 from pipeline.data import create_dataset
 from pipeline.data.base import IGNORE_INDEX, SegmentationDataset
+from pipeline.evaluation.bootstrap import Resampler
+from pipeline.evaluation.intervals import image_intervals
 from pipeline.evaluation.labels import OriginalLabels
 from pipeline.evaluation.open_report import (
     CURVE_FIELDS,
@@ -44,6 +50,8 @@ from pipeline.evaluation.open_report import number as _number
 from pipeline.evaluation.run import (
     ALL_FOREGROUND,
     MODEL,
+    NAME_SHUFFLED,
+    NAME_SHUFFLED_PAPER,
     PAPER_RULE,
     RANDOM_TEXT,
     RANDOM_TEXT_PAPER,
@@ -97,10 +105,12 @@ def _scores_block(scores: Mapping[tuple[str, Mode], dict[str, Any]]) -> dict[str
     block: dict[str, Any] = dict(by_method.get(MODEL, {}))
     if PAPER_RULE in by_method:
         block[PAPER_RULE] = dict(by_method[PAPER_RULE])
-        if RANDOM_TEXT_PAPER in by_method:  # the baselines at the paper's threshold too
-            block[PAPER_RULE]["baselines"] = {ALL_FOREGROUND: by_method[ALL_FOREGROUND],
-                                              RANDOM_TEXT: by_method[RANDOM_TEXT_PAPER]}
-    baselines = {name: by_method[name] for name in (ALL_FOREGROUND, RANDOM_TEXT)
+        at_paper = {ALL_FOREGROUND: ALL_FOREGROUND, RANDOM_TEXT: RANDOM_TEXT_PAPER,
+                    NAME_SHUFFLED: NAME_SHUFFLED_PAPER}  # the baselines at the paper's threshold
+        if any(key != ALL_FOREGROUND and key in by_method for key in at_paper.values()):
+            block[PAPER_RULE]["baselines"] = {name: by_method[key] for name, key in
+                                              at_paper.items() if key in by_method}
+    baselines = {name: by_method[name] for name in (ALL_FOREGROUND, RANDOM_TEXT, NAME_SHUFFLED)
                  if name in by_method}
     if baselines:
         block["baselines"] = baselines
@@ -137,6 +147,10 @@ def fold_record(result: FoldResult, threshold: Threshold = PAPER_THRESHOLD) -> d
         **_scores_block(summaries(result, threshold)),
         **extras,
     }
+    image_split = inputs.meta.get("image_split")
+    if image_split:  # a cross-validation: which image splits this fold's figures pool
+        record["image_splits"] = image_split["splits"]
+        record["checkpoints"] = [str(c) for c in result.checkpoints or (inputs.checkpoint,)]
     binary = result.scores.get((MODEL, "binary"))
     if binary is not None:  # the model's threshold-free score per unseen class
         record["unseen_auroc"] = {inputs.class_names[c]: _number(v)
@@ -144,11 +158,37 @@ def fold_record(result: FoldResult, threshold: Threshold = PAPER_THRESHOLD) -> d
     return record
 
 
+CONTROL_NOTE = ("a control, not a result: the text vectors are attached to the wrong class "
+                "names, at training and at evaluation")
+
+
+def control_labels(first: FoldInputs, results: Sequence[FoldResult]) -> dict[str, Any]:
+    """``control`` when the checkpoints are name-shuffled controls, ``controls`` when the
+    name-shuffled method is scored beside the model: every figure from them says so."""
+    labels: dict[str, Any] = {}
+    text = first.meta["text"]
+    if text.get("control"):
+        labels["control"] = {"kind": text["control"], "note": CONTROL_NOTE,
+                             "source": text.get("control_source"),
+                             "seed": text.get("control_seed")}
+    if any(key[0] == NAME_SHUFFLED for r in results for key in r.scores):
+        labels["controls"] = {NAME_SHUFFLED: f"name-shuffled text: {CONTROL_NOTE}"}
+    return labels
+
+
 def metrics_document(results: Sequence[FoldResult], split: str,
-                     threshold: Threshold = PAPER_THRESHOLD) -> dict[str, Any]:
-    """metrics.json: the setting, mean-over-folds headline (miou, fb_iou), and each fold."""
+                     threshold: Threshold = PAPER_THRESHOLD,
+                     resampler: Resampler | None = None) -> dict[str, Any]:
+    """metrics.json: the setting, mean-over-folds headline (miou, fb_iou), and each fold (with
+    ``resampler``: their image-bootstrap intervals and ratios)."""
     first = results[0].inputs
     folds = {f"fold{r.inputs.split.fold}": fold_record(r, threshold) for r in results}
+    intervals = None if resampler is None else image_intervals(results, resampler, threshold)
+    if intervals is not None:
+        for r in results:
+            record = folds[f"fold{r.inputs.split.fold}"]
+            record["ci95"] = _scores_block(intervals.per_fold[r.inputs.split.fold])
+            record["ratios"] = intervals.fold_ratios[r.inputs.split.fold]
     each = [summaries(r, threshold) for r in results]
     mean = {key: {name: mean_of([s.get(key, {}).get(name) for s in each])
                   for name in MEAN_KEYS if name in score}
@@ -159,8 +199,8 @@ def metrics_document(results: Sequence[FoldResult], split: str,
     if "gzsl" in extras:
         protocols["gzsl"] = gzsl_protocol(first.resolution)
     return {
+        **control_labels(first, results),
         "units": UNITS,
-        **({"control": extras.pop("control")} if "control" in extras else {}),
         "protocol": protocols,
         "threshold": threshold,
         "dataset": first.split.dataset,
@@ -177,6 +217,9 @@ def metrics_document(results: Sequence[FoldResult], split: str,
                            for name in record["unseen_classes"]],
         **_scores_block(mean),
         **extras,
+        **({} if intervals is None else {
+            "ci95": _scores_block(intervals.mean), "ratios": intervals.mean_ratios,
+            "bootstrap": resampler.describe()}),  # type: ignore[union-attr]
         "per_fold": folds,
     }
 
@@ -248,7 +291,7 @@ def source_dataset(folds: Sequence[FoldInputs], split: str, data_root: Path | st
     dataset = create_dataset(folds[0].split.dataset, split, data_root)
     checked = []
     for fold in folds:
-        truth = OriginalLabels(dataset, fold.features.image_ids(), str(fold.features.path))
+        truth = OriginalLabels(dataset, fold.features.store_image_ids(), str(fold.features.path))
         checked.append(replace(fold, truth=truth) if original else fold)
     return dataset, checked
 
@@ -266,12 +309,13 @@ def write_overlays(folder: Path, results: Sequence[FoldResult],
     written: list[Path] = []
     for result in kept:
         features, fold = result.inputs.features, result.inputs.split
-        ids = features.image_ids()  # store rows == dataset items (no subset is opened)
+        ids = features.store_image_ids()  # overlays are keyed by store row
         prefix = f"fold{fold.fold}_" if len(results) > 1 else ""
         for row, predictions in sorted(result.overlays.items()):
             truth = result.inputs.truth
             picture = render_overlay(dataset[index[ids[row]]].image,
-                                     features[row]["label"].numpy() if truth is None
+                                     features.subset([row])[0]["label"].numpy()
+                                     if truth is None
                                      else truth(row),
                                      {title: predictions[m] for m, title in PANEL_TITLES.items()
                                       if m in predictions},
@@ -284,11 +328,12 @@ def write_overlays(folder: Path, results: Sequence[FoldResult],
 
 def write_outputs(results: Sequence[FoldResult], split: str, out_metrics: Path, out_plots: Path,
                   dataset: SegmentationDataset | None = None,
-                  threshold: Threshold = PAPER_THRESHOLD) -> dict[str, Any]:
+                  threshold: Threshold = PAPER_THRESHOLD,
+                  resampler: Resampler | None = None) -> dict[str, Any]:
     """metrics.json, per_class_iou.csv, gzsl_curve.csv and overlays/ (from ``dataset``'s images,
     if given)."""
     overlays = write_overlays(out_plots / "overlays", results, dataset)
-    document = metrics_document(results, split, threshold)
+    document = metrics_document(results, split, threshold, resampler)
     write_csv(out_plots / "per_class_iou.csv", per_class_rows(results))
     write_csv(out_plots / CURVE_FILE, curve_rows(results), CURVE_FIELDS)  # header only: no gzsl
     write_json(out_metrics, document)

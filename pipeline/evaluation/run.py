@@ -15,8 +15,11 @@ The threshold is a fixed probability or ``"adaptive"`` (one per probability map,
 
 Baselines run through the same code and accumulators: ``all_foreground`` (every pixel foreground
 in each binary episode; binary only) and ``random_text`` (the same model with each unseen class
-embedding replaced by a seeded random unit vector). ``pipeline.evaluation.report`` writes the
-outputs (metrics.json, per-class CSV, overlays).
+embedding replaced by a seeded random unit vector); controls with a model of their own
+(``FoldInputs.controls``, e.g. the name-shuffled checkpoint, ``pipeline.evaluation.crossval``)
+score the same episodes. Every update is also recorded per image (keyed by image id) for the
+image bootstrap. ``pipeline.evaluation.report`` writes the outputs (metrics.json, per-class
+CSV, overlays).
 """
 
 from __future__ import annotations
@@ -64,6 +67,8 @@ RANDOM_TEXT = "random_text"
 SEEN_REFERENCE = "seen_reference"  # the model on the fold's SEEN classes: a sanity reference
 PAPER_RULE = f"fixed_threshold_{PAPER_THRESHOLD}"  # the model at the paper's fixed threshold
 RANDOM_TEXT_PAPER = f"{RANDOM_TEXT}_{PAPER_RULE}"  # the random-text baseline at that threshold
+NAME_SHUFFLED = "name_shuffled"  # the control trained and scored on name-shuffled text
+NAME_SHUFFLED_PAPER = f"{NAME_SHUFFLED}_{PAPER_RULE}"
 
 
 @dataclass(frozen=True)
@@ -75,6 +80,7 @@ class Method:
     text: Tensor | None  # (num_classes, D) embeddings by dataset class id
     modes: tuple[Mode, ...] = MODES
     threshold: Threshold | None = None
+    model: FusionModel | None = None  # None: the fold's model (a control brings its own)
 
 
 @dataclass
@@ -90,7 +96,7 @@ class FoldInputs:
     class_names: list[str]
     label_size: tuple[int, int]  # (H, W) of the store's labels
     truth: OriginalLabels | None = None  # set: score at each image's original mask size
-    control: str | None = None  # the text store's ``control`` attribute (e.g. "name-shuffled")
+    controls: tuple[Method, ...] = ()  # scored beside the model on the same episodes
 
     @property
     def resolution(self) -> str:
@@ -107,6 +113,9 @@ class FoldResult:
     episodes: dict[Mode, int]
     images: int
     overlays: dict[int, dict[Mode, np.ndarray]] = field(default_factory=dict)  # position ->
+    accumulators: dict[tuple[str, Mode], IoUAccumulator] = field(default_factory=dict)
+    rankings: dict[str, RankingAccumulator] = field(default_factory=dict)  # binary, by method
+    checkpoints: tuple[Path, ...] = ()  # every checkpoint pooled into this fold (CV), if several
     open_vocabulary: Any = None  # ``pipeline.evaluation.open_vocabulary.OpenVocabularyResult``
 
 
@@ -139,10 +148,8 @@ def open_fold(checkpoint: Path | str, cache_dir: StoreLocation | str, split: str
                          meta.get("background"))
     if not fold.unseen:
         raise FusionerError(f"{checkpoint}: fold {fold.fold} of {dataset} has no unseen class")
-    control = text.attrs.get("control") or meta["text"].get("control")
     return FoldInputs(Path(checkpoint), model, meta, fold, features, text.embeddings.to(device),
-                      names, (int(labels.shape[1]), int(labels.shape[2])),
-                      control=None if control is None else str(control))
+                      names, (int(labels.shape[1]), int(labels.shape[2])))
 
 
 def random_text_table(table: Tensor, class_ids: Sequence[int], seed: int) -> Tensor:
@@ -172,11 +179,12 @@ def default_methods(inputs: FoldInputs, baselines: bool = True, seed: int = 0,
 
 def _logits(model: FusionModel, method: Method, tokens: Tensor,
             class_ids: Tensor) -> Tensor | None:
-    """(B, K, h, w) logits of ``class_ids`` (B, K) at the decoder's resolution; None for
-    all-foreground."""
+    """(B, K, h, w) logits of ``class_ids`` (B, K) at the decoder's resolution (from the
+    method's own model, if it has one); None for all-foreground."""
     if method.text is None:
         return None
-    return model(tokens, method.text[class_ids]).float()
+    net = model if method.model is None else method.model
+    return net(tokens, method.text[class_ids]).float()
 
 
 def _probabilities(logits: Tensor | None, item: int, size: tuple[int, int],
@@ -206,6 +214,9 @@ def overlay_positions(features: CachedFeatureDataset, split: ZeroShotSplit, coun
     return [showing[i] for i in picks]
 
 
+_Scored = dict[tuple[int, int], Tensor | None]  # (model, text table) -> logits of one batch
+
+
 class _FoldPass:
     """Accumulators of every (method, mode) over one pass, and the overlay predictions."""
 
@@ -221,6 +232,7 @@ class _FoldPass:
         self.ranking = {m.name: RankingAccumulator(self.unseen) for m in methods
                         if "binary" in modes and "binary" in m.modes and m.threshold is None}
         self.episodes: dict[Mode, int] = {mode: 0 for mode in modes}
+        self.ids = dict(zip(inputs.features.indices, inputs.features.image_ids(), strict=True))
         self.kept: dict[int, dict[Mode, np.ndarray]] = {p: {} for p in overlays}
         self.binary_probs: dict[int, dict[int, np.ndarray]] = {p: {} for p in overlays}
 
@@ -230,13 +242,14 @@ class _FoldPass:
     def _rule(self, method: Method) -> Threshold:
         return self.threshold if method.threshold is None else method.threshold
 
-    def _logits(self, scored: dict[int, Tensor | None], method: Method, tokens: Tensor,
+    def _logits(self, scored: _Scored, method: Method, tokens: Tensor,
                 class_ids: Tensor) -> Tensor | None:
-        """``method``'s logits; one forward pass per text table in ``scored`` (methods that
-        differ only in their threshold share it)."""
-        if id(method.text) not in scored:
-            scored[id(method.text)] = _logits(self.model, method, tokens, class_ids)
-        return scored[id(method.text)]
+        """``method``'s logits; one forward pass per model and text table in ``scored``
+        (methods that differ only in their threshold share it)."""
+        key = (id(method.model), id(method.text))
+        if key not in scored:
+            scored[key] = _logits(self.model, method, tokens, class_ids)
+        return scored[key]
 
     def binary(self, tokens: Tensor, labels: Sequence[np.ndarray], positions: list[int]) -> None:
         """Every (image, unseen class present) episode, ``batch_size`` per forward pass."""
@@ -247,14 +260,15 @@ class _FoldPass:
             chunk = rows[start:start + self.batch_size]
             which = torch.tensor([r for r, _ in chunk], device=self.device)
             ids = torch.tensor([[c] for _, c in chunk], device=self.device)
-            scored: dict[int, Tensor | None] = {}
+            scored: _Scored = {}
             for method in self._methods("binary"):
                 logits = self._logits(scored, method, tokens[which], ids)
                 for item, (row, c) in enumerate(chunk):
                     label = labels[row]
                     prob = _probabilities(logits, item, label.shape, 1)[0]
                     limit = map_thresholds(prob, self._rule(method))
-                    self.acc[method.name, "binary"].update_binary(c, prob > limit, label)
+                    self.acc[method.name, "binary"].update_binary(c, prob > limit, label,
+                                                                  self.ids[positions[row]])
                     if method.name in self.ranking:
                         self.ranking[method.name].update_binary(c, prob, label)
                     if method.name == MODEL and positions[row] in self.binary_probs:
@@ -265,24 +279,16 @@ class _FoldPass:
         """Each image against all unseen class names at once."""
         self.episodes["multiclass"] += len(positions)
         ids = torch.tensor(self.unseen, device=self.device).expand(len(positions), -1)
-        scored: dict[int, Tensor | None] = {}
+        scored: _Scored = {}
         for method in self._methods("multiclass"):
             logits = self._logits(scored, method, tokens, ids)
             for row, label in enumerate(labels):
                 prob = _probabilities(logits, row, label.shape, len(self.unseen))
                 pred = prediction_map(prob, self.unseen,
                                       map_thresholds(prob, self._rule(method)))
-                self.acc[method.name, "multiclass"].update(pred, label)
+                self.acc[method.name, "multiclass"].update(pred, label, self.ids[positions[row]])
                 if method.name == MODEL and positions[row] in self.kept:
                     self.kept[positions[row]]["multiclass"] = pred
-
-    def results(self) -> dict[tuple[str, Mode], IoUResult]:
-        """Every (method, mode) result; binary ones carry their threshold-free AUROC."""
-        out = {key: acc.result() for key, acc in self.acc.items()}
-        for name, ranking in self.ranking.items():
-            out[name, "binary"] = replace(out[name, "binary"], auroc=ranking.mean(),
-                                          per_class_auroc=ranking.per_class())
-        return out
 
     def overlays(self) -> dict[int, dict[Mode, np.ndarray]]:
         """Kept predictions; binary = the present classes, each queried alone, merged by argmax
@@ -318,7 +324,18 @@ def evaluate_fold(inputs: FoldInputs, methods: Sequence[Method], modes: Sequence
             state.binary(tokens, labels, positions)
         if "multiclass" in modes:
             state.multiclass(tokens, labels, positions)
-    return FoldResult(inputs, state.results(), state.episodes, images, state.overlays())
+    return FoldResult(inputs, scores_of(state.acc, state.ranking), state.episodes, images,
+                      state.overlays(), state.acc, state.ranking)
+
+
+def scores_of(accumulators: dict[tuple[str, Mode], IoUAccumulator],
+              rankings: dict[str, RankingAccumulator]) -> dict[tuple[str, Mode], IoUResult]:
+    """Every (method, mode) result; binary ones carry their threshold-free AUROC."""
+    out = {key: acc.result() for key, acc in accumulators.items()}
+    for name, ranking in rankings.items():
+        out[name, "binary"] = replace(out[name, "binary"], auroc=ranking.mean(),
+                                      per_class_auroc=ranking.per_class())
+    return out
 
 
 def open_folds(checkpoints: Sequence[Path | str], cache_dir: StoreLocation | str, split: str,
@@ -328,7 +345,7 @@ def open_folds(checkpoints: Sequence[Path | str], cache_dir: StoreLocation | str
     folds: list[FoldInputs] = []
     for checkpoint in checkpoints:
         folds.append(open_fold(checkpoint, cache_dir, split, device, dataset))
-        _check_same_setting(folds[0], folds[-1], folds[:-1])
+        check_same_setting(folds[0], folds[-1], folds[:-1])
     return folds
 
 
@@ -353,14 +370,17 @@ def run_folds(folds: Sequence[FoldInputs], *, modes: Sequence[Mode] = MODES,
         log.info("fold %d of %s: unseen %s", inputs.split.fold, inputs.split.dataset,
                  [inputs.class_names[c] for c in inputs.split.unseen])
         result = evaluate_fold(
-            inputs, default_methods(inputs, baselines, seed, threshold), modes, batch_size,
-            threshold,
+            inputs, [*default_methods(inputs, baselines, seed, threshold), *inputs.controls],
+            modes, batch_size, threshold,
             num_workers, overlay_positions(inputs.features, inputs.split, num_overlays), progress)
         if seen_reference and inputs.split.seen:
             seen = evaluate_fold(seen_view(inputs), default_methods(inputs, False, seed, threshold),
                                  modes, batch_size, threshold, num_workers, (), progress)
             result.scores.update({(seen_name(method), mode): score
                                   for (method, mode), score in seen.scores.items()})
+            result.accumulators.update({(seen_name(method), mode): acc
+                                        for (method, mode), acc in seen.accumulators.items()})
+            result.rankings.update({seen_name(m): r for m, r in seen.rankings.items()})
         for (method, mode), score in sorted(result.scores.items()):
             ranking = "" if np.isnan(score.auroc) else f" AUROC {score.auroc:.4f}"
             log.info("fold %d %s %s: mIoU %.4f FB-IoU %.4f%s", inputs.split.fold, mode, method,
@@ -369,7 +389,7 @@ def run_folds(folds: Sequence[FoldInputs], *, modes: Sequence[Mode] = MODES,
     return results
 
 
-def _check_same_setting(first: FoldInputs, new: FoldInputs, earlier: list[FoldInputs]) -> None:
+def check_same_setting(first: FoldInputs, new: FoldInputs, earlier: list[FoldInputs]) -> None:
     """Folds averaged together must share the dataset, split and encoder pair, not the fold."""
     same = [("dataset", first.meta["dataset"], new.meta["dataset"])]
     same += [(f"{side} encoder", first.meta[side]["encoder"], new.meta[side]["encoder"])

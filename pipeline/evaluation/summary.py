@@ -2,11 +2,13 @@
 
 ``python -m pipeline.evaluation.summary metrics/coco128.json`` prints, per fold, the unseen
 binary mIoU at the paper's fixed 0.5 and under the run's rule (when it differs), each next to
-the all-foreground and random-text-embedding baselines under the same threshold, the AUROC and
-the seen-class reference, then the mean over folds with the model / baseline ratios; the
-absent-name episodes of the binary mode (painted share, presence AUROC; ``presence_table``);
-and the generalized protocol per form (``gzsl_table``). A control run (e.g. a name-shuffled
-text store) says so in every title.
+the all-foreground and random-text-embedding baselines (and the name-shuffled control, when it
+was scored) under the same threshold, the AUROC and the seen-class reference, then the mean over
+folds with the model / baseline ratios. A file with image-bootstrap intervals shows each figure
+as ``value (low-high)``, its 95% interval, ratios included. A control's file says so first.
+Then the absent-name episodes of the binary mode (painted share, presence AUROC;
+``presence_table``) and the generalized protocol per form (``gzsl_table``), each titled as a
+control too when the file is one.
 """
 
 from __future__ import annotations
@@ -17,47 +19,87 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from pipeline.evaluation.run import ALL_FOREGROUND, PAPER_RULE, RANDOM_TEXT, SEEN_REFERENCE
+from pipeline.evaluation.run import (
+    ALL_FOREGROUND,
+    NAME_SHUFFLED,
+    PAPER_RULE,
+    RANDOM_TEXT,
+    SEEN_REFERENCE,
+)
 
-COLUMNS = ("unseen @0.5", "all-fg", "random text @0.5", "unseen {rule}", "random text {rule}",
-           "AUROC", "seen @0.5", "seen {rule}")
+COLUMNS = ("unseen @0.5", "all-fg", "random text @0.5", "names shuffled @0.5", "unseen {rule}",
+           "random text {rule}", "names shuffled {rule}", "AUROC", "seen @0.5", "seen {rule}")
+CONTROL_COLUMNS = ("names shuffled @0.5", "names shuffled {rule}")  # shown when scored
+RATIO_NAMES = {ALL_FOREGROUND: "all-foreground", RANDOM_TEXT: "random text",
+               NAME_SHUFFLED: "names shuffled"}
+Figure = float | list | None  # a value, or its [low, high] interval
 
 
-def _miou(block: Mapping[str, Any] | None, *path: str) -> float | None:
+def _miou(block: Mapping[str, Any] | None, *path: str) -> Figure:
     for key in path:
         if not isinstance(block, Mapping) or key not in block:
             return None
         block = block[key]
-    return block if isinstance(block, float) or block is None else None  # type: ignore[return-value]
+    return block if isinstance(block, float | list) or block is None else None  # type: ignore[return-value]
 
 
-def scores(block: Mapping[str, Any]) -> dict[str, float | None]:
-    """The table's figures of one fold (or the mean) of a metrics document."""
+def scores(block: Mapping[str, Any]) -> dict[str, Figure]:
+    """The table's figures of one fold (or the mean) of a metrics document (of its ``ci95``
+    block: their intervals)."""
     paper = block.get(PAPER_RULE, block)  # a 0.5 run has no separate 0.5 block
     seen = block.get(SEEN_REFERENCE, {})
     return {
         "unseen @0.5": _miou(paper, "binary", "miou"),
         "all-fg": _miou(block, "baselines", ALL_FOREGROUND, "binary", "miou"),
         "random text @0.5": _miou(paper, "baselines", RANDOM_TEXT, "binary", "miou"),
+        "names shuffled @0.5": _miou(paper, "baselines", NAME_SHUFFLED, "binary", "miou"),
         "unseen {rule}": _miou(block, "binary", "miou"),
         "random text {rule}": _miou(block, "baselines", RANDOM_TEXT, "binary", "miou"),
+        "names shuffled {rule}": _miou(block, "baselines", NAME_SHUFFLED, "binary", "miou"),
         "AUROC": _miou(block, "binary", "auroc"),
         "seen @0.5": _miou(seen.get(PAPER_RULE, seen), "binary", "miou"),
         "seen {rule}": _miou(seen, "binary", "miou"),
     }
 
 
-def _cell(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
+def _span(interval: Figure, digits: int) -> str:
+    if not isinstance(interval, list) or None in interval:
+        return ""
+    return f" ({interval[0]:.{digits}f}-{interval[1]:.{digits}f})"
 
 
-def _ratio(value: float | None, base: float | None) -> str:
-    return "-" if value is None or not base else f"{value / base:.2f}x"
+def _cell(value: Figure, interval: Figure = None) -> str:
+    return "-" if not isinstance(value, float) else f"{value:.3f}{_span(interval, 3)}"
+
+
+def _ratio(value: Figure, base: Figure) -> str:
+    if not isinstance(value, float) or not isinstance(base, float) or not base:
+        return "-"
+    return f"{value / base:.2f}x"
+
+
+def _ratios_line(document: Mapping[str, Any], rule: str) -> str:
+    """The mean's model / baseline ratios: from the bootstrap's ``ratios`` (with intervals),
+    else from the mean figures."""
+    mean = scores(document)
+    bootstrapped = document.get("ratios", {}).get("binary", {})
+    parts = []
+    for label, key, column in (("at 0.5", PAPER_RULE if rule != "0.5" else rule, "@0.5"),
+                               (f"under {rule}", rule, "{rule}")):
+        if key in bootstrapped:
+            shown = [f"{r['ratio']:.2f}x{_span(r['ci95'], 2)} {RATIO_NAMES[name]}"
+                     for name, r in bootstrapped[key].items() if r["ratio"] is not None]
+        else:
+            unseen = mean[f"unseen {column}"]
+            shown = [f"{_ratio(unseen, mean['all-fg'])} all-foreground",
+                     f"{_ratio(unseen, mean[f'random text {column}'])} random text"]
+        parts.append(f"{label} {', '.join(shown)}")
+    return "mean unseen / mean baseline: " + "; ".join(parts)
 
 
 def _title(document: Mapping[str, Any], what: str, details: str = "") -> str:
-    control = (f"CONTROL ({document['control']}), not a result: "
-               if document.get("control") else "")
+    control = (f"CONTROL ({document['control']['kind']}), not a result: "
+               if "control" in document else "")
     return (f"{control}{document['dataset']}/{document['split']}, {document['visual']} + "
             f"{document['text']}, {what} (resolution: {document.get('resolution')}{details})")
 
@@ -72,24 +114,38 @@ def _header(names: Sequence[str]) -> list[str]:
     return ["| " + " | ".join(names) + " |", "|---" * len(names) + "|"]
 
 
+def _heading(document: Mapping[str, Any], rule: str) -> list[str]:
+    """What the table shows; a control's file first says it is one."""
+    lines = []
+    if "control" in document:
+        lines.append(f"CONTROL ({document['control']['kind']}): {document['control']['note']}")
+    lines.append(_title(document, "binary mIoU on unseen classes", f", rule: {rule}"))
+    if "bootstrap" in document:
+        boot = document["bootstrap"]
+        lines.append(f"(low-high): {boot['level']:.0%} {boot['interval']} interval of "
+                     f"{boot['resamples']} resamples of the {boot['images']} images "
+                     f"(seed {boot['seed']})")
+    if "controls" in document:
+        lines += [f"{name.replace('_', ' ')}: {note}"
+                  for name, note in document["controls"].items()]
+    return lines
+
+
 def markdown_table(document: Mapping[str, Any]) -> str:
     """The per-fold table with a mean row, and the ratios the targets are stated in."""
     rule = str(document.get("threshold"))
-    names = [c.format(rule=rule) for c in COLUMNS]
-    lines = [_title(document, "binary mIoU on unseen classes", f", rule: {rule}"), "",
+    rows = _rows(document)
+    shown = [c for c in COLUMNS if c not in CONTROL_COLUMNS
+             or any(scores(block)[c] is not None for _, block in rows)]
+    names = [c.format(rule=rule) for c in shown]
+    lines = [*_heading(document, rule), "",
              *_header(["fold", "episodes", *names])]
-    for name, block in _rows(document):
+    for name, block in rows:
         episodes = block.get("episodes", {}).get("binary", "") if name != "mean" else ""
-        figures = scores(block)
+        figures, spans = scores(block), scores(block.get("ci95", {}))
         lines.append(f"| {name} | {episodes} | "
-                     + " | ".join(_cell(figures[c]) for c in COLUMNS) + " |")
-    mean = scores(document)
-    lines += ["", "mean unseen / mean baseline: "
-              f"at 0.5 {_ratio(mean['unseen @0.5'], mean['all-fg'])} all-foreground, "
-              f"{_ratio(mean['unseen @0.5'], mean['random text @0.5'])} random text; "
-              f"under {rule} {_ratio(mean['unseen {rule}'], mean['all-fg'])} all-foreground, "
-              f"{_ratio(mean['unseen {rule}'], mean['random text {rule}'])} random text"]
-    return "\n".join(lines)
+                     + " | ".join(_cell(figures[c], spans[c]) for c in shown) + " |")
+    return "\n".join([*lines, "", _ratios_line(document, rule)])
 
 
 PRESENCE_COLUMNS = ("painted @0.5", "painted {rule}", "presence AUROC", "random text painted @0.5",

@@ -23,13 +23,17 @@ from pipeline.store.layout import SOURCE_KEYS, check_provenance
 from pipeline.text_tables.source import TABLE_KEYS
 
 CHECKPOINT_FORMAT = "fusioner-fusion/1"
+# What a control text store records (``pipeline.encoders.controls``): kept in the checkpoint's
+# ``meta["text"]`` so that everything scored from it can say it is a control.
+CONTROL_KEYS = ("control", "control_seed", "control_source", "control_permutation")
 # Store attributes that identify an encoder: a checkpoint only runs on features that match them.
 # ``SOURCE_KEYS`` (where the weights came from: option/env/package/hub, the hub repo id and
 # commit) are recorded beside the sha256 but not compared: the sha256 identifies the weights.
 VISUAL_KEYS = ("encoder", "library_id", "weights_sha256", "random_init", "image_size",
                "patch_size", "grid_size", "feature_dim", *SOURCE_KEYS)
 TEXT_KEYS = ("encoder", "library_id", "weights_sha256", "random_init", "feature_dim",
-             *SOURCE_KEYS, *TABLE_KEYS)  # a precomputed table's files, model and prompt
+             *SOURCE_KEYS, *TABLE_KEYS,  # a precomputed table's files, model and prompt
+             *CONTROL_KEYS)  # a control's kind, seed and source
 IDENTITY_KEYS = ("encoder", "library_id", "weights_sha256", "random_init", "feature_dim")
 
 

@@ -70,6 +70,16 @@ class CachedFeatureDataset(Dataset):
         reader.cache_blocks, reader._blocks = cache_blocks, OrderedDict()
         return reader
 
+    def subset(self, rows: Sequence[int]) -> CachedFeatureDataset:
+        """A copy of this reader serving only these store ``rows`` (e.g. an image split's),
+        its shard cache empty; the store stays validated (its shards were checked when this
+        reader opened it), never reopened per copy."""
+        if any(not 0 <= int(row) < self.attrs["num_images"] for row in rows):
+            raise IndexError(f"{self.path}: rows outside 0..{self.attrs['num_images'] - 1}")
+        reader = self.with_block_cache(self.cache_blocks)
+        reader.indices = [int(row) for row in rows]
+        return reader
+
     def clear_block_cache(self, recheck: bool = False) -> None:
         """Forget the cached shards: the next items are read from the store again (``recheck``:
         and their shards' records checked again, as a fresh process would)."""
@@ -96,7 +106,12 @@ class CachedFeatureDataset(Dataset):
         return self._open().rows(VIEW_PREFIX + name, start, stop, view - 1)
 
     def image_ids(self) -> list[str]:
+        """The ids of this dataset's items (its ``indices``' store rows), in item order."""
         return [str(i) for i in self._items("image_ids")]
+
+    def store_image_ids(self) -> list[str]:
+        """The ids of every row of the store, whatever ``indices`` serves."""
+        return [str(i) for i in self.rows("image_ids", 0, int(self.attrs["num_images"]))]
 
     def labels(self) -> np.ndarray:
         """Every label map of this dataset (N, H, W) uint8, e.g. to plan training episodes."""

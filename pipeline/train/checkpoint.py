@@ -17,7 +17,7 @@ from pipeline.model.checkpoint import CHECKPOINT_FORMAT, atomic_save
 
 # meta entries that must be equal to resume (the training options and the data they read).
 RESUME_KEYS = ("model_config", "visual", "text", "dataset", "fold", "seen", "unseen", "train",
-               "views")
+               "views", "image_split")
 
 
 def rng_state() -> dict[str, Any]:

@@ -55,6 +55,8 @@ class FitConfig:
     text_noise: float = 0.0  # Gaussian noise on training text embeddings, relative to their norm
     block_mix: int = 4  # shuffle shards, then images within windows of this many; 0 = per image
     views: int | None = None  # draw among views 0..views of the train store; None = all it has
+    image_split: int | None = None  # hold out image split k of the train store (None: all train)
+    image_splits: int = 4  # K of the image splits (``pipeline.data.image_splits``)
     seed: int = 0
     calibrate: bool = True  # after the last epoch: the generalized protocol's gamma (meta)
     device: str = "auto"
@@ -81,4 +83,6 @@ class FitConfig:
         """Options that determine the result (plain values, for the checkpoint's ``train``)."""
         values = asdict(self)
         values["decoder_channels"] = list(self.decoder_channels)
+        if self.image_split is None:  # a run on the whole train store records what it always did
+            del values["image_split"], values["image_splits"]
         return {k: v for k, v in values.items() if k not in RUNTIME_KEYS}

@@ -4,7 +4,9 @@ A small fusion fit uses extra cores poorly (on 2 cores, one fit runs about 1.4x 
 threads than at 1), so on a CPU machine folds run sooner as single-thread processes side by side
 than one after another.
 Each process gets ``cores // processes`` torch threads; its output lines are prefixed with its
-fold. The first failing fold stops the others (their finished epochs stay in ``last.pt``).
+label (``fold 2``, or ``split 1 fold 2`` under cross-validation), and each finished run logs how
+many are done. The first failing run stops the others (their finished epochs stay in
+``last.pt``).
 """
 
 from __future__ import annotations
@@ -41,19 +43,21 @@ class FoldPlan:
 
 
 class FoldRunner:
-    """Runs one command per fold under a ``FoldPlan``; stops them all at the first failure."""
+    """Runs one command per label (``fold 0``, ``split 1 fold 2``) under a ``FoldPlan``; stops
+    them all at the first failure."""
 
-    def __init__(self, commands: Mapping[int, Sequence[str]], plan: FoldPlan) -> None:
+    def __init__(self, commands: Mapping[str, Sequence[str]], plan: FoldPlan) -> None:
         self.commands = dict(commands)
         self.plan = plan
         self._lock = threading.Lock()
-        self._running: dict[int, subprocess.Popen[str]] = {}
+        self._running: dict[str, subprocess.Popen[str]] = {}
         self._failure: str | None = None
+        self._done = 0
 
-    def run(self) -> dict[int, float]:
-        """Seconds each fold took; ``FusionerError`` naming the first fold that failed."""
-        log.info("fitting folds %s: %d at a time, %d torch thread(s) each",
-                 ", ".join(map(str, self.commands)), self.plan.processes, self.plan.threads)
+    def run(self) -> dict[str, float]:
+        """Seconds each run took; ``FusionerError`` naming the first run that failed."""
+        log.info("fitting %s: %d at a time, %d torch thread(s) each",
+                 ", ".join(self.commands), self.plan.processes, self.plan.threads)
         with ThreadPoolExecutor(self.plan.processes) as pool:
             seconds = dict(zip(self.commands, pool.map(self._run_fold, self.commands),
                                strict=True))
@@ -61,32 +65,34 @@ class FoldRunner:
             raise FusionerError(self._failure)
         return seconds
 
-    def _run_fold(self, fold: int) -> float:
+    def _run_fold(self, label: str) -> float:
         with self._lock:
             if self._failure is not None:
                 return 0.0
             started = time.perf_counter()
             process = subprocess.Popen(
-                list(self.commands[fold]), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                list(self.commands[label]), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                 text=True, bufsize=1, env=thread_env(self.plan.threads))
-            self._running[fold] = process
+            self._running[label] = process
         last = ""
         assert process.stdout is not None
         for line in process.stdout:
             if line.strip():
                 last = line.strip()
-            sys.stderr.write(f"[fold {fold}] {line}")
+            sys.stderr.write(f"[{label}] {line}")
         code = process.wait()
+        took = time.perf_counter() - started
         with self._lock:
-            del self._running[fold]
+            del self._running[label]
             if code != 0 and self._failure is None:
                 reason = last.removeprefix("error: ")
-                self._failure = f"fold {fold} failed (exit {code}): {reason}"
+                self._failure = f"{label} failed (exit {code}): {reason}"
                 for other in self._running.values():
                     other.terminate()
-        took = time.perf_counter() - started
-        if code == 0:
-            log.info("fold %d done in %.0f s", fold, took)
+            if code == 0:
+                self._done += 1
+                log.info("%s done in %.0f s (%d of %d done)", label, took, self._done,
+                         len(self.commands))
         return took
 
 

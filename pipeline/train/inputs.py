@@ -3,6 +3,10 @@
 Train visual store + text store are required; the validation visual store is optional (missing:
 no validation metric). Every store is checked for the encoder asked for, the dataset and split,
 and against each other (same visual encoder weights, same class names).
+
+With an image split (``config.image_split``: cross-validation, ``pipeline.data.image_splits``)
+the run trains on the other splits' rows of the train store and validates on the held-out
+images, read (view 0) from the validation store by their ids.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from typing import Any
 
 import torch
 
+from pipeline.data.image_splits import ImageSplit, rows_of
 from pipeline.data.splits import ZeroShotSplit, check_store_fold, get_split
 from pipeline.errors import FusionerError, StoreError
 from pipeline.model.checkpoint import IDENTITY_KEYS, TEXT_KEYS, VISUAL_KEYS, provenance
@@ -42,6 +47,7 @@ class TrainingInputs:
     visual_attrs: dict[str, Any]
     text_attrs: dict[str, Any]
     views: int = 0  # augmented views drawn from (views 0..this of each training image)
+    image_split: dict[str, Any] | None = None  # ``ImageSplit.record`` of a cross-validation run
 
     @property
     def visual_dim(self) -> int:
@@ -63,6 +69,7 @@ class TrainingInputs:
             "background": self.split.background,
             "class_names": list(self.class_names),
             "views": self.visual_attrs.get("views"),  # the train store's view recipe, or None
+            **({"image_split": self.image_split} if self.image_split else {}),
         }
 
 
@@ -73,6 +80,10 @@ def open_inputs(config: FitConfig) -> TrainingInputs:
     features = CachedFeatureDataset(train_path, cache_blocks=config.block_mix, expect={
         "encoder": config.visual, "dataset": config.dataset, "split": config.train_split})
     visual_attrs = dict(features.attrs)
+    held_out = None
+    if config.image_split is not None:
+        held_out = ImageSplit.of(features.image_ids(), config.image_split, config.image_splits)
+        features = features.subset(held_out.train_rows)
     text_path = text_store_path(config.stores, config.text, config.dataset)
     text = read_text_store(text_path, expect={"encoder": config.text, "dataset": config.dataset})
     check_table_source(text.attrs, text_path)
@@ -94,9 +105,10 @@ def open_inputs(config: FitConfig) -> TrainingInputs:
         raise FusionerError(str(exc)) from exc
     if len(train) == 0:
         raise StoreError(f"{train_path}: no image shows a seen class of fold {config.fold}")
-    val = _open_val(config, split, visual_attrs)
+    val = _open_val(config, split, visual_attrs, held_out)
     return TrainingInputs(train, val, text.embeddings, split, names, visual_attrs, text.attrs,
-                          _views(config, train_path, features.views))
+                          _views(config, train_path, features.views),
+                          held_out.record(config.train_split) if held_out else None)
 
 
 def _views(config: FitConfig, path: Any, stored: int) -> int:
@@ -110,9 +122,10 @@ def _views(config: FitConfig, path: Any, stored: int) -> int:
     return config.views
 
 
-def _open_val(config: FitConfig, split: ZeroShotSplit,
-              visual_attrs: dict[str, Any]) -> EpisodeDataset | None:
-    """Validation episodes, or None when off or not extracted.
+def _open_val(config: FitConfig, split: ZeroShotSplit, visual_attrs: dict[str, Any],
+              held_out: ImageSplit | None = None) -> EpisodeDataset | None:
+    """Validation episodes, or None when off or not extracted (an image split: its held-out
+    images, found by id in the validation store).
 
     Same episode rule as training (``present``: the seen classes present in the image, as in the
     paper's protocol where the queried class is known to be there), unseen pixels ignored;
@@ -127,6 +140,8 @@ def _open_val(config: FitConfig, split: ZeroShotSplit,
     same_encoder = {k: visual_attrs[k] for k in IDENTITY_KEYS if k in visual_attrs}
     features = CachedFeatureDataset(path, cache_blocks=1, expect={  # read in order
         **same_encoder, "dataset": config.dataset, "split": config.val_split})
+    if held_out is not None:
+        features = features.subset(rows_of(features.image_ids(), held_out.val_ids, path))
     episode = "present" if config.episode == "single" else config.episode
     val = EpisodeDataset(features, split, episode, "ignore")  # type: ignore[arg-type]
     if len(val) == 0:  # e.g. fold mosaics: their val images show unseen classes only
