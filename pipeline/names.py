@@ -46,3 +46,4 @@ def chosen(kind: str, name: str, slug: str) -> str:
 # the named encoder with its class rows deranged; its stores and checkpoints say so
 SHUFFLED_PREFIX = "shuffled"
 NAME_SHUFFLED_CONTROL = "name-shuffled"
+CONTROL_ATTRS = ("control", "control_seed", "control_source")  # a control store's provenance

@@ -50,6 +50,7 @@ def moto_s3() -> Iterator[S3Endpoint]:
                 "AWS_SHARED_CREDENTIALS_FILE": "/nonexistent", "NO_PROXY": host}
         setup = {"endpoint_url": url, "region_name": "us-east-1",
                  "aws_access_key_id": "setup", "aws_secret_access_key": "setup"}
+        _post(url, "reset", b"")  # moto's backends live in this process: start from none
         iam = boto3.client("iam", **setup)
         iam.create_user(UserName="fusioner")
         iam.put_user_policy(UserName="fusioner", PolicyName="all", PolicyDocument=_ALLOW_ALL)
@@ -70,16 +71,26 @@ def moto_s3_env() -> Iterator[S3Endpoint]:
     """``moto_s3`` with this process's environment pointing at it (inherited by subprocesses,
     dask workers and DVC) while it runs."""
     import pytest
+    from s3fs import S3FileSystem
 
     with moto_s3() as endpoint, pytest.MonkeyPatch.context() as patch:
         for key, value in endpoint.env.items():
             patch.setenv(key, value)
-        yield endpoint
+        S3FileSystem.clear_instance_cache()  # a cached client would still call an earlier server
+        try:
+            yield endpoint
+        finally:
+            S3FileSystem.clear_instance_cache()
 
 
 def _set_auth(url: str, count: str) -> None:
     """moto's switch: authenticate every request after ``count`` more unauthenticated ones."""
-    request = urllib.request.Request(f"{url}/moto-api/reset-auth", data=count.encode(),
+    _post(url, "reset-auth", count.encode())
+
+
+def _post(url: str, action: str, body: bytes) -> None:
+    """POST ``body`` to one of moto's ``/moto-api/`` control endpoints."""
+    request = urllib.request.Request(f"{url}/moto-api/{action}", data=body,
                                      headers={"Content-Type": "text/plain"}, method="POST")
     with urllib.request.urlopen(request, timeout=10) as response:  # noqa: S310 - loopback
         response.read()

@@ -142,6 +142,9 @@ def test_pooled_evaluation_with_intervals_and_the_control(cv, tmp_path: Path) ->
         low, high = record["ci95"]["binary"]["miou"]
         assert low <= record["binary"]["miou"] <= high
         assert set(record["baselines"]) == {"all_foreground", "random_text", NAME_SHUFFLED}
+        for name in ("presence_auroc", "absent_painted_share"):  # the pooled absent names too
+            low, high = record["ci95"]["binary"][name]
+            assert low <= record["binary"][name] <= high
     ratios = document["ratios"]["binary"]
     assert set(ratios) == {"adaptive", "fixed_threshold_0.5"}
     shuffled = ratios["adaptive"][NAME_SHUFFLED]

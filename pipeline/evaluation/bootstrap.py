@@ -75,7 +75,8 @@ class Resampler:
             raise FusionerError(f"no per-image contributions, or image '{unknown[:1]}' is not "
                                 "one of the resampled images")
         shape = np.shape(next(iter(contributions.values())))
-        dense = np.zeros((len(self.images), int(np.prod(shape))), dtype=np.int64)
+        dtype = np.result_type(*(np.asarray(v).dtype for v in contributions.values()))
+        dense = np.zeros((len(self.images), int(np.prod(shape))), dtype=dtype)
         for image, values in contributions.items():
             dense[index[image]] = np.asarray(values).reshape(-1)
         return lambda weights: (weights @ dense).reshape(len(weights), *shape)

@@ -1,6 +1,8 @@
 """Bootstrap intervals of an evaluation, all on one ``Resampler`` of the evaluated images.
 
-- per fold, every (method, mode): the intervals of its mIoU and FB-IoU;
+- per fold, every (method, mode): the intervals of its mIoU and FB-IoU, and of the binary
+  blocks' absent-name figures (presence AUROC, absent painted share;
+  ``pipeline.evaluation.presence_intervals``);
 - the mean over folds: on each replicate (and jackknife sample), the mean of the folds'
   figures (the folds share the sample's images), then the interval of those means;
 - ratios: the model's mIoU over each baseline's and control's under the same threshold rule (all
@@ -21,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.evaluation.bootstrap import Figure, Resampler
+from pipeline.evaluation.presence_intervals import presence_figures, undefined
 from pipeline.evaluation.run import (
     ALL_FOREGROUND,
     MODEL,
@@ -48,18 +51,24 @@ def _span(resampler: Resampler, figure: Figure) -> list[float | None] | None:
     return None if span is None else [_round(span[0]), _round(span[1])]
 
 
-def _undefined(weights: np.ndarray) -> np.ndarray:
-    return np.full(len(weights), np.nan)
-
-
 def accumulator_figures(acc: IoUAccumulator, resampler: Resampler) -> dict[str, Figure]:
     """mIoU and FB-IoU of one accumulator as functions of the image weights (undefined if it
     saw no image)."""
     if not acc.images:
-        return {name: _undefined for name in FIGURES}
+        return {name: undefined for name in FIGURES}
     summed = resampler.summed(acc.images)
     return {"miou": lambda weights: iou_summary(summed(weights)).miou,
             "fb_iou": lambda weights: iou_summary(summed(weights)).fb_iou}
+
+
+def fold_figures(result: FoldResult, resampler: Resampler,
+                 threshold: Threshold) -> dict[Key, dict[str, Figure]]:
+    """Every figure of one fold: its accumulators' and the binary blocks' presence figures."""
+    figures = {key: accumulator_figures(acc, resampler)
+               for key, acc in sorted(result.accumulators.items())}
+    for key, extra in presence_figures(result, resampler, threshold).items():
+        figures.setdefault(key, {}).update(extra)
+    return figures
 
 
 def _mean(figures: Sequence[Figure]) -> Figure:
@@ -121,18 +130,21 @@ def _ratios(miou: Mapping[Key, Figure], resampler: Resampler,
 def image_intervals(results: Sequence[FoldResult], resampler: Resampler,
                     threshold: Threshold = PAPER_THRESHOLD) -> Intervals:
     """Every interval and ratio of ``results`` (one per class fold) on ``resampler``."""
-    figures = {r.inputs.split.fold: {key: accumulator_figures(acc, resampler)
-                                     for key, acc in sorted(r.accumulators.items())}
-               for r in results}
+    figures = {r.inputs.split.fold: fold_figures(r, resampler, threshold) for r in results}
     per_fold = {fold: {key: {name: _span(resampler, f) for name, f in pair.items()}
                        for key, pair in keyed.items()} for fold, keyed in figures.items()}
-    fold_ratios = {fold: _ratios({key: pair["miou"] for key, pair in keyed.items()}, resampler,
-                                 threshold) for fold, keyed in figures.items()}
+    fold_ratios = {fold: _ratios(_mious(keyed), resampler, threshold)
+                   for fold, keyed in figures.items()}
     keys = sorted({key for keyed in figures.values() for key in keyed})
-    means = {key: {name: _mean([keyed[key][name] for keyed in figures.values() if key in keyed])
-                   for name in FIGURES} for key in keys}
+    means = {key: {name: _mean([keyed[key][name] for keyed in figures.values()
+                                if name in keyed.get(key, {})])
+                   for name in dict.fromkeys(n for keyed in figures.values()
+                                             for n in keyed.get(key, {}))}
+             for key in keys}
     mean = {key: {name: _span(resampler, f) for name, f in pair.items()}
             for key, pair in means.items()}
-    mean_ratios = _ratios({key: pair["miou"] for key, pair in means.items()}, resampler,
-                          threshold)
-    return Intervals(per_fold, mean, fold_ratios, mean_ratios)
+    return Intervals(per_fold, mean, fold_ratios, _ratios(_mious(means), resampler, threshold))
+
+
+def _mious(figures: Mapping[Key, Mapping[str, Figure]]) -> dict[Key, Figure]:
+    return {key: pair["miou"] for key, pair in figures.items() if "miou" in pair}

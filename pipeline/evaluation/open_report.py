@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.evaluation.presence import PresenceRecords
 from pipeline.evaluation.run import (
     MODEL,
     PAPER_RULE,
@@ -50,23 +51,33 @@ def number(value: Any) -> float | None:
     return round(float(value), 6)
 
 
-def binary_figures(result: FoldResult,
-                   threshold: Threshold) -> dict[tuple[str, Mode], dict[str, float | None]]:
-    """(method, "binary") -> the presence figures to merge into that summary."""
+PresenceEntry = tuple[tuple[str, Mode], PresenceRecords, Threshold, bool]
+
+
+def presence_entries(result: FoldResult, threshold: Threshold) -> list[PresenceEntry]:
+    """((method, "binary"), records, rule, with AUROC) of each binary block the presence figures
+    go in: the model and random text under ``threshold``, and their paper-rule blocks' painted
+    share when ``threshold`` is another rule."""
     found = result.open_vocabulary
-    if found is None or not found.presence:
-        return {}
-    out: dict[tuple[str, Mode], dict[str, float | None]] = {}
+    if found is None:
+        return []
+    entries: list[PresenceEntry] = []
     for method, paper in ((MODEL, PAPER_RULE), (RANDOM_TEXT, RANDOM_TEXT_PAPER)):
         records = found.presence.get(method)
         if records is None:
             continue
-        out[method, "binary"] = {"presence_auroc": number(records.auroc()),
-                                 "absent_painted_share": number(records.absent_share(threshold))}
+        entries.append(((method, "binary"), records, threshold, True))
         if threshold != PAPER_THRESHOLD:
-            out[paper, "binary"] = {
-                "absent_painted_share": number(records.absent_share(PAPER_THRESHOLD))}
-    return out
+            entries.append(((paper, "binary"), records, PAPER_THRESHOLD, False))
+    return entries
+
+
+def binary_figures(result: FoldResult,
+                   threshold: Threshold) -> dict[tuple[str, Mode], dict[str, float | None]]:
+    """(method, "binary") -> the presence figures to merge into that summary."""
+    return {key: {**({"presence_auroc": number(records.auroc())} if with_auroc else {}),
+                  "absent_painted_share": number(records.absent_share(rule))}
+            for key, records, rule, with_auroc in presence_entries(result, threshold)}
 
 
 def mean_of(values: Sequence[float | None]) -> float | None:

@@ -162,13 +162,19 @@ CONTROL_NOTE = ("a control, not a result: the text vectors are attached to the w
                 "names, at training and at evaluation")
 
 
+TEST_ONLY_NOTE = ("a control, not a result: the text vectors are attached to the wrong class "
+                  "names at evaluation (the checkpoint was trained on the real names)")
+
+
 def control_labels(first: FoldInputs, results: Sequence[FoldResult]) -> dict[str, Any]:
     """``control`` when the checkpoints are name-shuffled controls, ``controls`` when the
     name-shuffled method is scored beside the model: every figure from them says so."""
     labels: dict[str, Any] = {}
-    text = first.meta["text"]
+    trained = first.meta["text"]
+    text = {**trained, **first.text_store_control}  # the store read now, else the training's
     if text.get("control"):
-        labels["control"] = {"kind": text["control"], "note": CONTROL_NOTE,
+        labels["control"] = {"kind": text["control"],
+                             "note": CONTROL_NOTE if trained.get("control") else TEST_ONLY_NOTE,
                              "source": text.get("control_source"),
                              "seed": text.get("control_seed")}
     if any(key[0] == NAME_SHUFFLED for r in results for key in r.scores):

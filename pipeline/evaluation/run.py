@@ -43,6 +43,7 @@ from pipeline.evaluation.labels import OriginalLabels
 from pipeline.metrics import IoUAccumulator, IoUResult, RankingAccumulator, prediction_map
 from pipeline.model.checkpoint import load_fusion_checkpoint, text_expect, visual_expect
 from pipeline.model.fusion import FusionModel, upsample_logits
+from pipeline.names import CONTROL_ATTRS
 from pipeline.store import (
     CachedFeatureDataset,
     StoreLocation,
@@ -97,6 +98,7 @@ class FoldInputs:
     label_size: tuple[int, int]  # (H, W) of the store's labels
     truth: OriginalLabels | None = None  # set: score at each image's original mask size
     controls: tuple[Method, ...] = ()  # scored beside the model on the same episodes
+    text_store_control: dict[str, Any] = field(default_factory=dict)  # the store's control attrs
 
     @property
     def resolution(self) -> str:
@@ -149,7 +151,9 @@ def open_fold(checkpoint: Path | str, cache_dir: StoreLocation | str, split: str
     if not fold.unseen:
         raise FusionerError(f"{checkpoint}: fold {fold.fold} of {dataset} has no unseen class")
     return FoldInputs(Path(checkpoint), model, meta, fold, features, text.embeddings.to(device),
-                      names, (int(labels.shape[1]), int(labels.shape[2])))
+                      names, (int(labels.shape[1]), int(labels.shape[2])),
+                      text_store_control={key: text.attrs[key] for key in CONTROL_ATTRS
+                                          if key in text.attrs})
 
 
 def random_text_table(table: Tensor, class_ids: Sequence[int], seed: int) -> Tensor:

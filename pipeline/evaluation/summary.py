@@ -150,24 +150,31 @@ def markdown_table(document: Mapping[str, Any]) -> str:
 
 PRESENCE_COLUMNS = ("painted @0.5", "painted {rule}", "presence AUROC", "random text painted @0.5",
                     "random text presence AUROC")
+_PRESENCE_PATHS = ((True, ("binary", "absent_painted_share")),  # (at the paper's 0.5, path)
+                   (False, ("binary", "absent_painted_share")),
+                   (False, ("binary", "presence_auroc")),
+                   (True, ("baselines", RANDOM_TEXT, "binary", "absent_painted_share")),
+                   (False, ("baselines", RANDOM_TEXT, "binary", "presence_auroc")))
+
+
+def _presence(block: Mapping[str, Any]) -> list[Figure]:
+    paper = block.get(PAPER_RULE, block)
+    return [_miou(paper if at_paper else block, *path) for at_paper, path in _PRESENCE_PATHS]
 
 
 def presence_table(document: Mapping[str, Any]) -> str:
-    """The binary mode's absent-name episodes: painted share and presence AUROC per fold."""
+    """The binary mode's absent-name episodes: painted share and presence AUROC per fold (with
+    their intervals when the file has them)."""
     rule = str(document.get("threshold"))
     lines = [_title(document, "binary episodes of unseen names ABSENT from the image: share "
                     "of the image painted; presence AUROC of the highest logit"), "",
              *_header(["fold", "absent episodes",
                        *(c.format(rule=rule) for c in PRESENCE_COLUMNS)])]
     for name, block in _rows(document):
-        paper = block.get(PAPER_RULE, block)
-        figures = [_miou(paper, "binary", "absent_painted_share"),
-                   _miou(block, "binary", "absent_painted_share"),
-                   _miou(block, "binary", "presence_auroc"),
-                   _miou(paper, "baselines", RANDOM_TEXT, "binary", "absent_painted_share"),
-                   _miou(block, "baselines", RANDOM_TEXT, "binary", "presence_auroc")]
+        figures, spans = _presence(block), _presence(block.get("ci95", {}))
         count = block.get("episodes", {}).get("binary_absent", "") if name != "mean" else ""
-        lines.append(f"| {name} | {count} | " + " | ".join(map(_cell, figures)) + " |")
+        lines.append(f"| {name} | {count} | "
+                     + " | ".join(map(_cell, figures, spans)) + " |")
     return "\n".join(lines)
 
 
