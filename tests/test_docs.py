@@ -20,8 +20,9 @@ from markdown.extensions.toc import slugify
 from PIL import Image
 
 from pipeline.docs import figure, tables
-from pipeline.docs.tables import TABLES, Table, rewrite, snapshot, stale
+from pipeline.docs.tables import TABLES, Comparison, Table, rewrite, snapshot, stale
 from pipeline.errors import FusionerError
+from pipeline.evaluation.summary import protocols_table
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -123,6 +124,19 @@ def test_a_generated_table_is_what_the_summary_command_prints() -> None:
     assert changed != page and rewrite(changed, REPO, fixture) == page
 
 
+def test_a_comparison_has_a_row_per_metrics_file(tmp_path: Path) -> None:
+    """Two metrics files side by side, one row each, made from their snapshots."""
+    other = json.loads(METRICS.read_text())
+    other["text"] = "other_text"
+    (tmp_path / "b.json").write_text(json.dumps(other), encoding="utf-8")
+    both = Comparison((Table(METRICS, METRICS), Table(tmp_path / "b.json", METRICS)),
+                      protocols_table)
+    rows = [line for line in both.text(REPO).splitlines() if line.startswith("| ")][1:]
+    first = json.loads(METRICS.read_text())
+    assert [row.split(" | ")[0] for row in rows] == [f"| {first['text']}", "| other_text"]
+    assert rows[0].split(" | ")[1:] == rows[1].split(" | ")[1:]  # the same figures
+
+
 def test_unknown_or_unclosed_tables_are_refused() -> None:
     with pytest.raises(FusionerError, match="unknown table 'nope'"):
         rewrite("<!-- table: nope -->\nx\n<!-- /table -->\n", REPO)
@@ -140,7 +154,8 @@ def project(root: Path) -> Path:
     (root / "docs" / "r.md").write_text("<!-- table: camvid -->\nold\n<!-- /table -->\n",
                                         encoding="utf-8")
     for table in TABLES.values():
-        (root / table.source).write_bytes(METRICS.read_bytes())
+        for part in table.parts if isinstance(table, Comparison) else (table,):
+            (root / part.source).write_bytes(METRICS.read_bytes())
     return root
 
 

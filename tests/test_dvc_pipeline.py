@@ -33,12 +33,12 @@ TINY = {
 TINY["extract_coco128"] = {**TINY["extract_visual"], "views": 1}
 TINY["fit_coco128"] = {k: v for k, v in TINY["fit"].items() if k != "fold"}
 TINY["evaluate_coco128"] = {**TINY["evaluate"], "threshold": "adaptive"}
-COCO128_STAGES = {"extract_coco128_visual", "extract_coco128_text", "fit_coco128",
-                  "evaluate_coco128"}
+TINY["coco128_text"] = {"minilm_l6": "coco128"}  # one text source: the second is the same code
+COCO128_TEXT_STAGES = {"extract_coco128_text@minilm_l6", "fit_coco128@minilm_l6",
+                       "evaluate_coco128@minilm_l6"}
+COCO128_STAGES = {"extract_coco128_visual", *COCO128_TEXT_STAGES}
 CV_STAGES = {"extract_coco128_all", "extract_coco128_text_shuffled", "fit_coco128_cv",
              "fit_coco128_cv_shuffled", "evaluate_coco128_cv"}
-# coco128 extracts the pair itself: its text reruns
-TEXT_PAIR_STAGES = {"extract_coco128_text", "fit_coco128", "evaluate_coco128"}
 
 
 def _sh(repo: Path, *args: str) -> str:
@@ -125,12 +125,17 @@ def test_pipeline_reruns_only_what_changed(repo: Path) -> None:
 
     visual_lock = _lock_hashes(repo, "extract_visual@dino_vits16")
     _set_params(repo, **{"pair.text": "bert_base"})
-    assert _repro(repo) == {"fit", "evaluate", *TEXT_PAIR_STAGES}
+    assert _repro(repo) == {"fit", "evaluate"}  # coco128's text sources are its own list
+    _set_params(repo, **{"coco128_text": {"bert_base": "coco128"}})
+    bert = {stage.replace("minilm_l6", "bert_base") for stage in COCO128_TEXT_STAGES}
+    assert _repro(repo) == bert
     _set_params(repo, **{"pair.visual": "dinov2_vits14"})
-    assert _repro(repo) == {"fit", "evaluate", *COCO128_STAGES} - {"extract_coco128_text"}
+    assert _repro(repo) == {"fit", "evaluate", "extract_coco128_visual", *bert} - {
+        "extract_coco128_text@bert_base"}
     assert _lock_hashes(repo, "extract_visual@dino_vits16") == visual_lock
 
-    _set_params(repo, **{"pair.visual": "dino_vits16", "pair.text": "minilm_l6"})
+    _set_params(repo, **{"pair.visual": "dino_vits16", "pair.text": "minilm_l6",
+                         "coco128_text": TINY["coco128_text"]})
     assert _repro(repo) == set(), "switching back must restore from the run cache"
     assert (repo / "models" / "fusion" / "checkpoint.pt").exists()
 
@@ -171,7 +176,7 @@ def test_the_cross_validation_runs_on_its_own(repo: Path) -> None:
                          "pair": {"visual": "dino_vits16", "text": "minilm_l6"}})
     ran = _repro(repo, "cv/dvc.yaml")
     assert {f"cv/dvc.yaml:{s}" for s in CV_STAGES} <= ran
-    assert not ran - {f"cv/dvc.yaml:{s}" for s in CV_STAGES} - {"extract_coco128_text"}
+    assert not ran - {f"cv/dvc.yaml:{s}" for s in CV_STAGES} - {"extract_coco128_text@minilm_l6"}
     checkpoints = sorted((repo / "models" / "coco128_cv").rglob("checkpoint.pt"))
     assert len(checkpoints) == 2 * 2  # (names, shuffled) x image splits
     cv = yaml.safe_load((repo / "metrics" / "coco128_cv.json").read_text())

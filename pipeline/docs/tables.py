@@ -3,7 +3,7 @@
 A generated table sits between two marker comments, named after an entry of ``TABLES``::
 
     <!-- table: headline -->
-    (what ``python -m pipeline.evaluation.summary docs/results/metrics/coco128.json`` prints)
+    (the first table of ``python -m pipeline.evaluation.summary docs/results/metrics/X.json``)
     <!-- /table -->
 
 ``python -m pipeline.docs.tables`` rewrites every such block; ``--check`` only compares and
@@ -20,12 +20,13 @@ import re
 import shutil
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import FusionerError
-from pipeline.evaluation.summary import markdown_table
+from pipeline.evaluation.summary import markdown_table, protocols_table
+from pipeline.evaluation.summary import tables as every_table
 
 SNAPSHOTS = Path("docs/results/metrics")
 
@@ -41,20 +42,40 @@ class Table:
 
     def text(self, root: Path) -> str:
         """The table as Markdown, rendered from the snapshot under ``root``."""
-        path = root / self.snapshot
-        try:
-            document = json.loads(path.read_text(encoding="utf-8"))
-        except (OSError, ValueError) as exc:
-            raise FusionerError(f"{path}: not a readable metrics snapshot ({exc})") from exc
-        return self.render(document)
+        return self.render(_read(root / self.snapshot))
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """A generated table made from several metrics snapshots at once (e.g. one row each)."""
+
+    parts: tuple[Table, ...]
+    render: Callable[[Sequence[Mapping[str, Any]]], str]
+
+    def text(self, root: Path) -> str:
+        """The table as Markdown, rendered from the parts' snapshots under ``root``."""
+        return self.render([_read(root / part.snapshot) for part in self.parts])
+
+
+def _read(path: Path) -> Mapping[str, Any]:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise FusionerError(f"{path}: not a readable metrics snapshot ({exc})") from exc
 
 
 COCO128 = Table(SNAPSHOTS / "coco128.json", Path("metrics/coco128.json"))
+COCO128_CLIP_TABLE = Table(SNAPSHOTS / "coco128_clip_table.json",
+                           Path("metrics/coco128_clip_table.json"))
+COCO128_CV = Table(SNAPSHOTS / "coco128_cv.json", Path("metrics/coco128_cv.json"))
 CAMVID = Table(SNAPSHOTS / "camvid.json", Path("metrics/metrics.json"))
 
-TABLES: dict[str, Table] = {
-    "headline": COCO128,  # README's results table: name another Table here to change it
-    "coco128": COCO128,
+TABLES: dict[str, Table | Comparison] = {
+    "headline": COCO128_CV,  # README's results table: name another Table here to change it
+    "protocols": Comparison((COCO128, COCO128_CLIP_TABLE), protocols_table),
+    "coco128_cv": replace(COCO128_CV, render=every_table),
+    "coco128": replace(COCO128, render=every_table),
+    "coco128_clip_table": replace(COCO128_CLIP_TABLE, render=every_table),
     "camvid": CAMVID,
 }
 
@@ -73,7 +94,7 @@ def documents(root: Path) -> list[Path]:
     return found
 
 
-def rewrite(text: str, root: Path, tables: Mapping[str, Table] = TABLES,
+def rewrite(text: str, root: Path, tables: Mapping[str, Table | Comparison] = TABLES,
             where: str = "<text>") -> str:
     """``text`` with every marked block replaced by its table (a blank line either side)."""
     if len(OPENING.findall(text)) != len(BLOCK.findall(text)):
@@ -89,7 +110,7 @@ def rewrite(text: str, root: Path, tables: Mapping[str, Table] = TABLES,
     return BLOCK.sub(fill, text)
 
 
-def stale(root: Path, tables: Mapping[str, Table] = TABLES) -> dict[Path, str]:
+def stale(root: Path, tables: Mapping[str, Table | Comparison] = TABLES) -> dict[Path, str]:
     """The documents whose tables differ from their snapshots, with their regenerated text."""
     changed: dict[Path, str] = {}
     for path in documents(root):
@@ -100,10 +121,12 @@ def stale(root: Path, tables: Mapping[str, Table] = TABLES) -> dict[Path, str]:
     return changed
 
 
-def snapshot(root: Path, tables: Mapping[str, Table] = TABLES) -> list[Path]:
+def snapshot(root: Path, tables: Mapping[str, Table | Comparison] = TABLES) -> list[Path]:
     """Copy each table's pipeline output over its committed snapshot; the snapshots written."""
     written: list[Path] = []
-    for table in {t.snapshot: t for t in tables.values()}.values():
+    parts = [part for t in tables.values()
+             for part in (t.parts if isinstance(t, Comparison) else (t,))]
+    for table in {t.snapshot: t for t in parts}.values():
         source = root / table.source
         if not source.is_file():
             raise FusionerError(f"{source}: missing (run `dvc repro` first)")

@@ -200,6 +200,34 @@ def gzsl_table(document: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+PROTOCOL_COLUMNS = ("text", "binary unseen @0.5", "all-fg", "random text @0.5", "presence AUROC",
+                    "absent painted @0.5", "gzsl form", "seen", "unseen", "hIoU",
+                    "random text hIoU")
+
+
+def protocols_table(documents: Sequence[Mapping[str, Any]]) -> str:
+    """One row per metrics file (mean over its folds): the binary protocol's unseen mIoU and its
+    baselines, the absent-name figures, and the generalized protocol per form."""
+    first = documents[0]
+    lines = [f"{first['dataset']}/{first['split']}, {first['visual']}: the binary protocol (one "
+             "name that is in the image) beside the generalized one (every pixel against every "
+             "name, seen and unseen), mean over the folds", "", *_header(PROTOCOL_COLUMNS)]
+    for document in documents:
+        paper = document.get(PAPER_RULE, document)
+        binary = [_miou(paper, "binary", "miou"),
+                  _miou(document, "baselines", ALL_FOREGROUND, "binary", "miou"),
+                  _miou(paper, "baselines", RANDOM_TEXT, "binary", "miou"),
+                  _miou(document, "binary", "presence_auroc"),
+                  _miou(paper, "binary", "absent_painted_share")]
+        for form, figures in document.get("gzsl", {"-": {}}).items():
+            control = figures.get("controls", {}).get(RANDOM_TEXT, {})
+            gzsl = [figures.get("seen_miou"), figures.get("unseen_miou"), figures.get("hiou"),
+                    control.get("hiou")]
+            lines.append(f"| {document['text']} | " + " | ".join(map(_cell, binary))
+                         + f" | {form} | " + " | ".join(map(_cell, gzsl)) + " |")
+    return "\n".join(lines)
+
+
 def tables(document: Mapping[str, Any]) -> str:
     """Every table the document has data for, separated by blank lines."""
     out = []
