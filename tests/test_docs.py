@@ -22,7 +22,7 @@ from PIL import Image
 from pipeline.docs import figure, tables
 from pipeline.docs.tables import TABLES, Comparison, Table, rewrite, snapshot, stale
 from pipeline.errors import FusionerError
-from pipeline.evaluation.summary import protocols_table
+from pipeline.evaluation.summary import headline_table, protocols_table
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"
@@ -137,6 +137,14 @@ def test_a_comparison_has_a_row_per_metrics_file(tmp_path: Path) -> None:
     assert rows[0].split(" | ")[1:] == rows[1].split(" | ")[1:]  # the same figures
 
 
+def test_the_headline_is_the_mean_row_with_its_episodes() -> None:
+    document = json.loads(METRICS.read_text())
+    rows = [line for line in headline_table(document).splitlines() if line.startswith("| ")]
+    episodes = sum(f["episodes"]["binary"] for f in document["per_fold"].values())
+    assert len(rows) == 2 and rows[1].startswith(f"| mean of 2 folds | {episodes} | ")
+    assert f"| {document['fixed_threshold_0.5']['binary']['miou']:.3f}" in rows[1]
+
+
 def test_unknown_or_unclosed_tables_are_refused() -> None:
     with pytest.raises(FusionerError, match="unknown table 'nope'"):
         rewrite("<!-- table: nope -->\nx\n<!-- /table -->\n", REPO)
@@ -167,7 +175,8 @@ def test_the_command_snapshots_rewrites_and_checks(tmp_path: Path,
     tables.main(["--snapshot", "--root", str(root)])
     assert json.loads((root / TABLES["headline"].snapshot).read_text()) == json.loads(
         METRICS.read_text())
-    assert "| mean |  | 0.200 |" in (root / "README.md").read_text(encoding="utf-8")
+    readme = (root / "README.md").read_text(encoding="utf-8")
+    assert "| mean of 2 folds |" in readme and "| 0.200 |" in readme  # the headline's mean row
     tables.main(["--check", "--root", str(root)])  # in sync: no exit
     (root / "docs" / "r.md").write_text((root / "docs" / "r.md").read_text().replace(
         "0.200", "0.199"), encoding="utf-8")

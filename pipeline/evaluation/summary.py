@@ -148,6 +148,25 @@ def markdown_table(document: Mapping[str, Any]) -> str:
     return "\n".join([*lines, "", _ratios_line(document, rule)])
 
 
+HEADLINE_COLUMNS = ("unseen @0.5", "all-fg", "random text @0.5", "names shuffled @0.5",
+                    "unseen {rule}", "names shuffled {rule}")
+
+
+def headline_table(document: Mapping[str, Any]) -> str:
+    """A front page's table: the mean over the folds alone (with its intervals), its episodes,
+    the model beside its controls, and the ratios."""
+    rule = str(document.get("threshold"))
+    figures, spans = scores(document), scores(document.get("ci95", {}))
+    shown = [c for c in HEADLINE_COLUMNS if figures[c] is not None]
+    folds = document["per_fold"].values()
+    episodes = sum(int(block.get("episodes", {}).get("binary", 0)) for block in folds)
+    lines = [*_heading(document, rule), "",
+             *_header(["", "episodes", *(c.format(rule=rule) for c in shown)]),
+             f"| mean of {len(folds)} folds | {episodes} | "
+             + " | ".join(_cell(figures[c], spans[c]) for c in shown) + " |"]
+    return "\n".join([*lines, "", _ratios_line(document, rule)])
+
+
 PRESENCE_COLUMNS = ("painted @0.5", "painted {rule}", "presence AUROC", "random text painted @0.5",
                     "random text presence AUROC")
 _PRESENCE_PATHS = ((True, ("binary", "absent_painted_share")),  # (at the paper's 0.5, path)
