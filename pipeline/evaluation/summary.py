@@ -169,16 +169,18 @@ def headline_table(document: Mapping[str, Any]) -> str:
 
 PRESENCE_COLUMNS = ("painted @0.5", "painted {rule}", "presence AUROC", "random text painted @0.5",
                     "random text presence AUROC")
-_PRESENCE_PATHS = ((True, ("binary", "absent_painted_share")),  # (at the paper's 0.5, path)
-                   (False, ("binary", "absent_painted_share")),
-                   (False, ("binary", "presence_auroc")),
-                   (True, ("baselines", RANDOM_TEXT, "binary", "absent_painted_share")),
-                   (False, ("baselines", RANDOM_TEXT, "binary", "presence_auroc")))
-
-
-def _presence(block: Mapping[str, Any]) -> list[Figure]:
+def _presence(block: Mapping[str, Any]) -> dict[str, Figure]:
+    """The presence table's figures of one fold (or the mean; of a ``ci95`` block: their
+    intervals), keyed by ``PRESENCE_COLUMNS``."""
     paper = block.get(PAPER_RULE, block)
-    return [_miou(paper if at_paper else block, *path) for at_paper, path in _PRESENCE_PATHS]
+    random_text = ("baselines", RANDOM_TEXT, "binary")
+    return {
+        "painted @0.5": _miou(paper, "binary", "absent_painted_share"),
+        "painted {rule}": _miou(block, "binary", "absent_painted_share"),
+        "presence AUROC": _miou(block, "binary", "presence_auroc"),
+        "random text painted @0.5": _miou(paper, *random_text, "absent_painted_share"),
+        "random text presence AUROC": _miou(block, *random_text, "presence_auroc"),
+    }
 
 
 def presence_table(document: Mapping[str, Any]) -> str:
@@ -193,7 +195,7 @@ def presence_table(document: Mapping[str, Any]) -> str:
         figures, spans = _presence(block), _presence(block.get("ci95", {}))
         count = block.get("episodes", {}).get("binary_absent", "") if name != "mean" else ""
         lines.append(f"| {name} | {count} | "
-                     + " | ".join(map(_cell, figures, spans)) + " |")
+                     + " | ".join(_cell(figures[c], spans[c]) for c in PRESENCE_COLUMNS) + " |")
     return "\n".join(lines)
 
 
@@ -232,16 +234,13 @@ def protocols_table(documents: Sequence[Mapping[str, Any]]) -> str:
              "name that is in the image) beside the generalized one (every pixel against every "
              "name, seen and unseen), mean over the folds", "", *_header(PROTOCOL_COLUMNS)]
     for document in documents:
-        paper = document.get(PAPER_RULE, document)
-        binary = [_miou(paper, "binary", "miou"),
-                  _miou(document, "baselines", ALL_FOREGROUND, "binary", "miou"),
-                  _miou(paper, "baselines", RANDOM_TEXT, "binary", "miou"),
-                  _miou(document, "binary", "presence_auroc"),
-                  _miou(paper, "binary", "absent_painted_share")]
-        for form, figures in document.get("gzsl", {"-": {}}).items():
-            control = figures.get("controls", {}).get(RANDOM_TEXT, {})
-            gzsl = [figures.get("seen_miou"), figures.get("unseen_miou"), figures.get("hiou"),
-                    control.get("hiou")]
+        figures, presence = scores(document), _presence(document)
+        binary = [figures["unseen @0.5"], figures["all-fg"], figures["random text @0.5"],
+                  presence["presence AUROC"], presence["painted @0.5"]]
+        for form, gzsl_block in document.get("gzsl", {"-": {}}).items():
+            control = gzsl_block.get("controls", {}).get(RANDOM_TEXT, {})
+            gzsl = [gzsl_block.get("seen_miou"), gzsl_block.get("unseen_miou"),
+                    gzsl_block.get("hiou"), control.get("hiou")]
             lines.append(f"| {document['text']} | " + " | ".join(map(_cell, binary))
                          + f" | {form} | " + " | ".join(map(_cell, gzsl)) + " |")
     return "\n".join(lines)
