@@ -14,7 +14,7 @@ from pathlib import Path
 from bench.common import Table, machine_table
 
 BENCHMARKS = ("cache_speedup", "read_path", "extraction", "storage", "scaling", "views",
-              "object_store", "verification")
+              "object_store", "verification", "alone_pass")
 
 
 def main() -> None:

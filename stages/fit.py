@@ -105,6 +105,10 @@ def _channels(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple
 @click.option("--calibrate/--no-calibrate", default=DEFAULTS.calibrate,
               help="After the last epoch, choose the generalized protocol's seen-name "
                    "calibration (gamma) on the train images and store it in the checkpoint.")
+@click.option("--calibration-images", type=click.IntRange(min=0),
+              default=DEFAULTS.calibration_images,
+              help="Choose gamma on this many train images, evenly spaced in store order "
+                   "(their plain view) [default: 0 = all].")
 @click.option("--device", type=click.Choice(["auto", "cpu", "cuda"]), default=DEFAULTS.device,
               help="auto: CUDA (bf16 autocast) when present, else CPU. torchrun: DDP.")
 @click.option("--num-workers", type=int, default=DEFAULTS.num_workers,

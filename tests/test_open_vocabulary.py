@@ -18,7 +18,7 @@ from pipeline.evaluation import open_fold
 from pipeline.evaluation.open_vocabulary import evaluate_open_vocabulary
 from pipeline.evaluation.summary import tables
 from pipeline.gzsl import ausuc, choose_gamma, gamma_grid
-from pipeline.model.calibration import calibrate_on_store
+from pipeline.model.calibration import calibrate_on_store, calibration_rows
 from pipeline.model.scoring import trained_form
 from pipeline.store import CachedFeatureDataset, read_text_store, write_text_store
 from pipeline.train import FitConfig, fit
@@ -70,6 +70,23 @@ def test_fit_stores_a_calibration_chosen_on_the_train_images(setup, tmp_path: Pa
     fit(FitConfig(visual=stores.visual, text=stores.text, cache_dir=stores.cache_dir,
                   out=tmp_path / "plain", calibrate=False, **TINY))  # type: ignore[arg-type]
     assert "calibration" not in _meta(tmp_path / "plain" / "checkpoint.pt")
+
+
+def test_calibration_on_a_subset_reads_those_train_images_only(setup, tmp_path: Path) -> None:
+    stores, _ = setup
+    assert calibration_rows(8, 3) == [0, 4, 7] and calibration_rows(8, 0) == list(range(8))
+    assert calibration_rows(8, 9) == list(range(8))
+    fit(FitConfig(visual=stores.visual, text=stores.text, cache_dir=stores.cache_dir,
+                  out=tmp_path / "few", calibration_images=3, **TINY))  # type: ignore[arg-type]
+    checkpoint = tmp_path / "few" / "checkpoint.pt"
+    stored = _meta(checkpoint)["calibration"]
+    assert stored["images"] == 3 and "3 of 8 (evenly spaced) images" in stored["chosen_on"]
+    inputs = open_fold(checkpoint, stores.cache_dir, "val")
+    train = CachedFeatureDataset(stores.visual_paths["train"])
+    on_rows = calibrate_on_store(inputs.model, train.subset([0, 4, 7]), inputs.split,
+                                 inputs.text_table, "alone")
+    everything = calibrate_on_store(inputs.model, train, inputs.split, inputs.text_table, "alone")
+    assert on_rows["curve"] == stored["curve"] != everything["curve"]
 
 
 def test_oracle_scores_one_and_records_every_image_and_pair(setup) -> None:

@@ -1,7 +1,8 @@
 """A checkpoint's calibration for the generalized protocol: SPNet's gamma, chosen on TRAIN images.
 
 Every name of the dataset (seen and unseen; background is the "none" region) is scored on the
-train store's plain images (view 0) in the checkpoint's form (``scoring.trained_form``), at the
+train store's plain images (view 0; all of them, or ``images`` of them evenly spaced in store
+order, ``calibration_rows``) in the checkpoint's form (``scoring.trained_form``), at the
 store's label size; the unseen classes' pixels are labelled there (training only ignores them),
 so seen AND unseen mIoU can be measured without touching the val images. ``gamma`` is the one of
 ``pipeline.gzsl.gamma_grid`` (steps of 0.25 logits over [-2/T, 2/T]) with the highest hIoU at
@@ -17,6 +18,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
@@ -42,6 +44,14 @@ def scored_names(split: ZeroShotSplit) -> tuple[list[int], list[bool]]:
     return names, [c in set(split.seen) for c in names]
 
 
+def calibration_rows(count: int, images: int = 0) -> list[int]:
+    """Positions of the images calibration reads among ``count``: ``images`` of them evenly
+    spaced, the first and the last included; all when ``images`` is 0 or at least ``count``."""
+    if not images or images >= count:
+        return list(range(count))
+    return np.linspace(0, count - 1, images).round().astype(int).tolist()
+
+
 def _number(value: float) -> float | None:
     return None if value != value else round(float(value), 6)
 
@@ -49,8 +59,9 @@ def _number(value: float) -> float | None:
 @torch.no_grad()
 def calibrate_on_store(model: FusionModel, features: CachedFeatureDataset, split: ZeroShotSplit,
                        text_table: Tensor, form: Form, batch_size: int = 16,
-                       progress: bool = False) -> dict[str, Any]:
-    """The calibration record of ``model`` on the plain images of ``features`` (a train store)."""
+                       progress: bool = False, images: int = 0) -> dict[str, Any]:
+    """The calibration record of ``model`` on the plain images of ``features`` (a train store;
+    ``images``: that many of them, ``calibration_rows``)."""
     model = model.eval()
     device = next(model.parameters()).device
     names, seen = scored_names(split)
@@ -58,6 +69,10 @@ def calibrate_on_store(model: FusionModel, features: CachedFeatureDataset, split
     grid = gamma_grid(model.config.temperature)
     sweep = GammaSweep(names, grid, PAPER_THRESHOLD)
     reader = features.with_block_cache(1)  # in store order, shard by shard
+    rows = calibration_rows(len(reader), images)
+    total = len(reader)
+    if len(rows) < total:
+        reader = reader.subset([reader.indices[p] for p in rows])
     loader = DataLoader(reader, batch_size=batch_size, shuffle=False)
     for batch in tqdm(loader, desc=f"calibrate ({form})", unit="step", leave=False,
                       disable=not progress):
@@ -77,7 +92,9 @@ def calibrate_on_store(model: FusionModel, features: CachedFeatureDataset, split
         "form": form,
         "threshold": PAPER_THRESHOLD,
         "chosen_on": (f"{features.attrs.get('dataset')}/{features.attrs.get('split')} store, "
-                      f"plain images (view 0): {len(reader)} images at the label size {size}"),
+                      f"plain images (view 0): {len(reader)}"
+                      f"{'' if len(reader) == total else f' of {total} (evenly spaced)'} images "
+                      f"at the label size {size}"),
         "criterion": CRITERION,
         "grid": {"start": float(grid[0]), "stop": float(grid[-1]), "step": GAMMA_STEP},
         "images": len(reader),

@@ -14,7 +14,7 @@ from pipeline.store.location import StoreLocation, for_fold
 # Options that do not change what is learned: left out of the checkpoint's ``train`` record and
 # free to differ when resuming.
 RUNTIME_KEYS = ("cache_dir", "out", "device", "num_workers", "resume", "progress", "val_every",
-                "calibrate")
+                "calibrate", "calibration_images")
 
 
 @dataclass(frozen=True)
@@ -59,6 +59,7 @@ class FitConfig:
     image_splits: int = 4  # K of the image splits (``pipeline.data.image_splits``)
     seed: int = 0
     calibrate: bool = True  # after the last epoch: the generalized protocol's gamma (meta)
+    calibration_images: int = 0  # train images gamma is chosen on, evenly spaced (0: all)
     device: str = "auto"
     num_workers: int = 0
     resume: bool = False

@@ -140,7 +140,7 @@ def _fit(config: FitConfig, runtime: Runtime) -> dict[str, Any]:
         metrics = _summary(history)
         extra = {"calibration": calibrate_on_store(
             model, inputs.train.features, inputs.split, table, trained_form(meta),
-            config.batch_size, show)} if config.calibrate else {}
+            config.batch_size, show, config.calibration_images)} if config.calibrate else {}
         save_fusion_checkpoint(out / "checkpoint.pt", model, {**meta, "metrics": metrics, **extra})
         _write_json(out / "train_metrics.json", metrics)
     return {"history": history, "step_losses": step_losses}
