@@ -15,6 +15,7 @@ import torch
 import yaml
 import zarr
 
+from bench.alone_pass import coco128_model
 from bench.common import Table, dir_bytes, rewrite_store, run_peak_rss
 from bench.cv_cost import commands, options
 from bench.read_path import ArrayFeatures, open_hdf5, open_npy
@@ -90,3 +91,10 @@ def test_cv_cost_runs_the_cv_stages_commands():
     assert fits[fits.index("--text") + 1] == f"shuffled:{params['pair']['text']}"
     assert options(params["fit_coco128"]) == fits[-len(options(params["fit_coco128"])):]
     assert "--control-checkpoint" in steps["pooled evaluation (32 checkpoints, bootstrap)"]
+
+
+def test_alone_pass_times_the_coco128_module_of_params_yaml():
+    params = Path(__file__).resolve().parents[1] / "params.yaml"
+    fit = yaml.safe_load(params.read_text())["fit_coco128"]
+    config = coco128_model().config
+    assert (config.dim, config.layers, config.heads) == (fit["dim"], fit["layers"], fit["heads"])

@@ -34,10 +34,11 @@ SNAPSHOTS = Path("docs/results/metrics")
 @dataclass(frozen=True)
 class Table:
     """A generated table: the committed metrics snapshot it is made from, how it is rendered,
-    and the pipeline output the snapshot is a copy of."""
+    and the pipeline output the snapshot is a copy of (None: a snapshot ``dvc repro`` does not
+    write, made by the commands its page gives; ``--snapshot`` leaves it as it is)."""
 
     snapshot: Path
-    source: Path
+    source: Path | None
     render: Callable[[Mapping[str, Any]], str] = markdown_table
 
     def text(self, root: Path) -> str:
@@ -69,6 +70,7 @@ COCO128_CLIP_TABLE = Table(SNAPSHOTS / "coco128_clip_table.json",
                            Path("metrics/coco128_clip_table.json"))
 COCO128_CV = Table(SNAPSHOTS / "coco128_cv.json", Path("metrics/coco128_cv.json"))
 CAMVID = Table(SNAPSHOTS / "camvid.json", Path("metrics/metrics.json"))
+COCO128_VOCABULARY = Table(SNAPSHOTS / "coco128_vocabulary.json", None)  # docs/vocabularies.md
 
 TABLES: dict[str, Table | Comparison] = {
     "headline": replace(COCO128_CV, render=headline_table),  # README's: one line to change it
@@ -77,6 +79,7 @@ TABLES: dict[str, Table | Comparison] = {
     "coco128": replace(COCO128, render=every_table),
     "coco128_clip_table": replace(COCO128_CLIP_TABLE, render=every_table),
     "camvid": CAMVID,
+    "vocabulary_objective": Comparison((COCO128, COCO128_VOCABULARY), protocols_table),
 }
 
 DOCUMENTS = (Path("README.md"), Path("docs"))  # files, and folders searched for *.md
@@ -126,7 +129,7 @@ def snapshot(root: Path, tables: Mapping[str, Table | Comparison] = TABLES) -> l
     written: list[Path] = []
     parts = [part for t in tables.values()
              for part in (t.parts if isinstance(t, Comparison) else (t,))]
-    for table in {t.snapshot: t for t in parts}.values():
+    for table in {t.snapshot: t for t in parts if t.source is not None}.values():
         source = root / table.source
         if not source.is_file():
             raise FusionerError(f"{source}: missing (run `dvc repro` first)")

@@ -241,9 +241,15 @@ def protocols_table(documents: Sequence[Mapping[str, Any]]) -> str:
             control = gzsl_block.get("controls", {}).get(RANDOM_TEXT, {})
             gzsl = [gzsl_block.get("seen_miou"), gzsl_block.get("unseen_miou"),
                     gzsl_block.get("hiou"), control.get("hiou")]
-            lines.append(f"| {document['text']} | " + " | ".join(map(_cell, binary))
+            lines.append(f"| {_trained(document)} | " + " | ".join(map(_cell, binary))
                          + f" | {form} | " + " | ".join(map(_cell, gzsl)) + " |")
     return "\n".join(lines)
+
+
+def _trained(document: Mapping[str, Any]) -> str:
+    """A row's text source, and the training objective when it is not one name at a time."""
+    joint = document.get("trained_form") == "joint"  # only after vocabulary episodes
+    return f"{document['text']}" + (" (vocabulary episodes)" if joint else "")
 
 
 def tables(document: Mapping[str, Any]) -> str:
