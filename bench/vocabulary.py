@@ -23,11 +23,12 @@ from pipeline.segmentation.vocabulary import load_table, plan_competition, segme
 from pipeline.vocabularies import match_key
 
 
-def absent_shares(painted: Mapping[str, float], present: set[int],
+def absent_shares(names: Sequence[str], painted: Mapping[str, float], present: set[int],
                   class_of: Mapping[str, int]) -> dict[str, float]:
-    """The painted share of every name of ``painted`` whose class (``class_of``, by
-    ``match_key``) is not in ``present``; a name of no dataset class is always absent."""
-    return {name: share for name, share in painted.items()
+    """The painted share (``painted``: a segmentation's fractions, "(none)" included) of every
+    name of ``names`` whose class (``class_of``, by ``match_key``) is not in ``present``; a name
+    of no dataset class is always absent."""
+    return {name: painted[name] for name in names
             if class_of.get(match_key(name)) not in present}
 
 
@@ -43,8 +44,8 @@ def absent(checkpoint: Path, cache_dir: Path, vocabulary: str, data_root: Path |
     for index in range(len(dataset)):
         sample = dataset[index]
         result = segment_in_vocabulary(segmenter, sample.image, plan)  # type: ignore[arg-type]
-        found = absent_shares(result.fractions(), set(np.unique(sample.label).tolist()),
-                              class_of)
+        found = absent_shares(table.names, result.fractions(),
+                              set(np.unique(sample.label).tolist()), class_of)
         shares += found.values()
         worst = max([worst, *((v, n, dataset.image_id(index)) for n, v in found.items())])
     values = np.asarray(shares)
