@@ -54,14 +54,13 @@ def run(quick: bool = False) -> list[Table]:
         for threads in (1, 2):
             torch.set_num_threads(threads)
             times: dict[int, list[float]] = {chunk: [] for chunk in CHUNKS}
-            reference = name_logits(model, tokens, text, "alone", CHUNKS[0])
-            same = {chunk: torch.equal(name_logits(model, tokens, text, "alone", chunk),
-                                       reference) for chunk in CHUNKS}
+            logits: dict[int, torch.Tensor] = {}
             for _ in range(repeats):
                 for chunk in CHUNKS:
                     started = time.perf_counter()
-                    name_logits(model, tokens, text, "alone", chunk)
+                    logits[chunk] = name_logits(model, tokens, text, "alone", chunk)
                     times[chunk].append((time.perf_counter() - started) / (images * NAMES))
+            same = {chunk: torch.equal(logits[chunk], logits[CHUNKS[0]]) for chunk in CHUNKS}
             base = median(times[CHUNKS[0]])
             for chunk in CHUNKS:
                 label = f"{chunk} (default)" if chunk == DEFAULT_PAIRS_PER_PASS else str(chunk)
