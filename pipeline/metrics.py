@@ -39,6 +39,14 @@ from pipeline.data.base import IGNORE_INDEX
 NONE = -1  # "no class" in prediction maps
 
 
+def metric_number(value: float | None) -> float | None:
+    """``value`` rounded to 6 decimals for a metrics file; None (JSON null) when it is None,
+    NaN or infinite."""
+    if value is None or not np.isfinite(value):
+        return None
+    return round(float(value), 6)
+
+
 @dataclass(frozen=True)
 class IoUResult:
     """Per-class IoU (NaN = class never present nor predicted) and the summary scores in [0, 1]."""

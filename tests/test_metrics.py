@@ -11,7 +11,13 @@ from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from pipeline.metrics import NONE, IoUAccumulator, RankingAccumulator, prediction_map
+from pipeline.metrics import (
+    NONE,
+    IoUAccumulator,
+    RankingAccumulator,
+    metric_number,
+    prediction_map,
+)
 
 
 def test_binary_episodes_hand_computed() -> None:
@@ -175,3 +181,10 @@ def test_auroc_is_the_mann_whitney_statistic(label: np.ndarray, logits: np.ndarr
         return
     pairs = (pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()
     assert ranking.per_class()[2] == pytest.approx(pairs / (pos.size * neg.size))
+
+
+def test_metric_number_rounds_finite_values_and_nulls_the_rest() -> None:
+    assert metric_number(np.float32(0.1234567891)) == 0.123457
+    assert metric_number(1) == 1.0 and isinstance(metric_number(1), float)
+    for undefined in (None, float("nan"), np.float32("nan"), float("inf"), -np.inf):
+        assert metric_number(undefined) is None

@@ -35,20 +35,16 @@ from pipeline.evaluation.run import (
     FoldResult,
     Mode,
 )
-from pipeline.metrics import IoUAccumulator, iou_summary
+from pipeline.metrics import IoUAccumulator, iou_summary, metric_number
 from pipeline.thresholds import PAPER_THRESHOLD, Threshold
 
 FIGURES = ("miou", "fb_iou")
 Key = tuple[str, Mode]
 
 
-def _round(value: float) -> float | None:
-    return None if not np.isfinite(value) else round(float(value), 6)
-
-
 def _span(resampler: Resampler, figure: Figure) -> list[float | None] | None:
     span = resampler.interval(figure)
-    return None if span is None else [_round(span[0]), _round(span[1])]
+    return None if span is None else [metric_number(span[0]), metric_number(span[1])]
 
 
 def accumulator_figures(acc: IoUAccumulator, resampler: Resampler) -> dict[str, Figure]:
@@ -122,7 +118,7 @@ def _ratios(miou: Mapping[Key, Figure], resampler: Resampler,
                 if top in miou and bottom in miou:
                     ratio = _ratio(miou[top], miou[bottom])
                     block.setdefault(mode, {}).setdefault(rule, {})[name] = {
-                        "ratio": _round(resampler.point(ratio)),
+                        "ratio": metric_number(resampler.point(ratio)),
                         "ci95": _span(resampler, ratio)}
     return block
 

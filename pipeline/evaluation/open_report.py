@@ -11,7 +11,6 @@ writes them): metrics blocks with numbers only at their leaves, and the seen-uns
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -26,6 +25,7 @@ from pipeline.evaluation.run import (
     FoldResult,
     Mode,
 )
+from pipeline.metrics import metric_number
 from pipeline.model.scoring import trained_form
 from pipeline.thresholds import PAPER_THRESHOLD, Threshold
 
@@ -42,13 +42,6 @@ def gzsl_protocol(resolution: str) -> str:
             "on TRAIN images: highest hIoU), pixel = the highest name with probability > 0.5, "
             "else none; per-class IoU accumulated over the split; seen / unseen mIoU, hIoU = "
             f"2SU/(S+U); AUSUC over the val curve; at {where}")
-
-
-def number(value: Any) -> float | None:
-    """A finite float rounded for the metrics file, else None (``null``)."""
-    if value is None or (isinstance(value, float) and math.isnan(value)):
-        return None
-    return round(float(value), 6)
 
 
 PresenceEntry = tuple[tuple[str, Mode], PresenceRecords, Threshold, bool]
@@ -75,19 +68,19 @@ def presence_entries(result: FoldResult, threshold: Threshold) -> list[PresenceE
 def binary_figures(result: FoldResult,
                    threshold: Threshold) -> dict[tuple[str, Mode], dict[str, float | None]]:
     """(method, "binary") -> the presence figures to merge into that summary."""
-    return {key: {**({"presence_auroc": number(records.auroc())} if with_auroc else {}),
-                  "absent_painted_share": number(records.absent_share(rule))}
+    return {key: {**({"presence_auroc": metric_number(records.auroc())} if with_auroc else {}),
+                  "absent_painted_share": metric_number(records.absent_share(rule))}
             for key, records, rule, with_auroc in presence_entries(result, threshold)}
 
 
 def mean_of(values: Sequence[float | None]) -> float | None:
     """The mean of the defined values, rounded (None if none is defined)."""
     defined = [v for v in values if v is not None]
-    return round(float(np.mean(defined)), 6) if defined else None
+    return metric_number(np.mean(defined)) if defined else None
 
 
 def _numbers(tree: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: _numbers(v) if isinstance(v, Mapping) else number(v) for k, v in tree.items()}
+    return {k: _numbers(v) if isinstance(v, Mapping) else metric_number(v) for k, v in tree.items()}
 
 
 def gzsl_block(result: FoldResult) -> dict[str, Any]:
@@ -153,7 +146,7 @@ def curve_rows(results: Sequence[FoldResult]) -> list[dict[str, Any]]:
             for at, gamma in enumerate(curve["gamma"]):
                 rows.append({"fold": result.inputs.split.fold, "form": form, "method": method,
                              "gamma": float(gamma),
-                             **{key: number(curve[key][at])
+                             **{key: metric_number(curve[key][at])
                                 for key in ("seen_miou", "unseen_miou", "hiou")}})
     return rows
 

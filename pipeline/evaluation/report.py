@@ -46,7 +46,6 @@ from pipeline.evaluation.open_report import (
     mean_of,
     open_vocabulary_record,
 )
-from pipeline.evaluation.open_report import number as _number
 from pipeline.evaluation.run import (
     ALL_FOREGROUND,
     MODEL,
@@ -61,7 +60,7 @@ from pipeline.evaluation.run import (
     Mode,
     seen_name,
 )
-from pipeline.metrics import NONE, IoUResult
+from pipeline.metrics import NONE, IoUResult, metric_number
 from pipeline.thresholds import PAPER_THRESHOLD, Threshold, describe
 from pipeline.visualize import add_legend, colorize, palette, side_by_side
 
@@ -88,10 +87,10 @@ def protocol(mode: Mode, resolution: str, threshold: Threshold) -> str:
 
 def summary(score: IoUResult) -> dict[str, float | None]:
     """The headline numbers of one accumulated result."""
-    out = {"miou": _number(score.miou), "fb_iou": _number(score.fb_iou),
-           "fg_iou": _number(score.fg_iou), "bg_iou": _number(score.bg_iou)}
+    out = {"miou": metric_number(score.miou), "fb_iou": metric_number(score.fb_iou),
+           "fg_iou": metric_number(score.fg_iou), "bg_iou": metric_number(score.bg_iou)}
     if score.auroc == score.auroc:  # defined (binary episodes only)
-        out["auroc"] = _number(score.auroc)
+        out["auroc"] = metric_number(score.auroc)
     return out
 
 
@@ -153,7 +152,7 @@ def fold_record(result: FoldResult, threshold: Threshold = PAPER_THRESHOLD) -> d
         record["checkpoints"] = [str(c) for c in result.checkpoints or (inputs.checkpoint,)]
     binary = result.scores.get((MODEL, "binary"))
     if binary is not None:  # the model's threshold-free score per unseen class
-        record["unseen_auroc"] = {inputs.class_names[c]: _number(v)
+        record["unseen_auroc"] = {inputs.class_names[c]: metric_number(v)
                                   for c, v in binary.per_class_auroc.items()}
     return record
 
@@ -239,7 +238,7 @@ def per_class_rows(results: Sequence[FoldResult]) -> list[dict[str, Any]]:
             label = f"{method}_{mode}"
             for class_id, iou in score.per_class.items():
                 rows.append({"fold": result.inputs.split.fold, "class": names[class_id],
-                             "method": label, "iou": _number(iou),
+                             "method": label, "iou": metric_number(iou),
                              "entry": f"{names[class_id]} | {label}"})
     return rows
 

@@ -37,6 +37,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from pipeline.data.sampling import evenly_spaced
 from pipeline.data.splits import ZeroShotSplit, check_store_fold, evaluation_episodes
 from pipeline.errors import FusionerError, StoreError
 from pipeline.evaluation.labels import OriginalLabels
@@ -212,10 +213,7 @@ def overlay_positions(features: CachedFeatureDataset, split: ZeroShotSplit, coun
                                     start=start):
             if row in wanted and evaluation_episodes(label, split):
                 showing.append(row)
-    if len(showing) <= count:
-        return showing
-    picks = np.linspace(0, len(showing) - 1, count).round().astype(int)
-    return [showing[i] for i in picks]
+    return [showing[i] for i in evenly_spaced(len(showing), count)]
 
 
 _Scored = dict[tuple[int, int], Tensor | None]  # (model, text table) -> logits of one batch

@@ -169,6 +169,8 @@ def headline_table(document: Mapping[str, Any]) -> str:
 
 PRESENCE_COLUMNS = ("painted @0.5", "painted {rule}", "presence AUROC", "random text painted @0.5",
                     "random text presence AUROC")
+
+
 def _presence(block: Mapping[str, Any]) -> dict[str, Figure]:
     """The presence table's figures of one fold (or the mean; of a ``ci95`` block: their
     intervals), keyed by ``PRESENCE_COLUMNS``."""

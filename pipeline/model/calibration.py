@@ -18,14 +18,15 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 from torch.utils.data import DataLoader
 from tqdm import tqdm
 
+from pipeline.data.sampling import evenly_spaced
 from pipeline.data.splits import ZeroShotSplit
 from pipeline.gzsl import GAMMA_STEP, GammaSweep, TopNames, choose_gamma, gamma_grid
+from pipeline.metrics import metric_number
 from pipeline.model.fusion import FusionModel, upsample_logits
 from pipeline.model.scoring import Form, name_logits
 from pipeline.store.dataset import CachedFeatureDataset
@@ -47,13 +48,7 @@ def scored_names(split: ZeroShotSplit) -> tuple[list[int], list[bool]]:
 def calibration_rows(count: int, images: int = 0) -> list[int]:
     """Positions of the images calibration reads among ``count``: ``images`` of them evenly
     spaced, the first and the last included; all when ``images`` is 0 or at least ``count``."""
-    if not images or images >= count:
-        return list(range(count))
-    return np.linspace(0, count - 1, images).round().astype(int).tolist()
-
-
-def _number(value: float) -> float | None:
-    return None if value != value else round(float(value), 6)
+    return evenly_spaced(count, images or count)
 
 
 @torch.no_grad()
@@ -69,8 +64,8 @@ def calibrate_on_store(model: FusionModel, features: CachedFeatureDataset, split
     grid = gamma_grid(model.config.temperature)
     sweep = GammaSweep(names, grid, PAPER_THRESHOLD)
     reader = features.with_block_cache(1)  # in store order, shard by shard
-    rows = calibration_rows(len(reader), images)
     total = len(reader)
+    rows = calibration_rows(total, images)
     if len(rows) < total:
         reader = reader.subset([reader.indices[p] for p in rows])
     loader = DataLoader(reader, batch_size=batch_size, shuffle=False)
@@ -98,8 +93,8 @@ def calibrate_on_store(model: FusionModel, features: CachedFeatureDataset, split
         "criterion": CRITERION,
         "grid": {"start": float(grid[0]), "stop": float(grid[-1]), "step": GAMMA_STEP},
         "images": len(reader),
-        **{key: _number(curve[key][at]) for key in ("seen_miou", "unseen_miou", "hiou")},
-        "curve": {key: [_number(v) for v in values] for key, values in curve.items()},
+        **{key: metric_number(curve[key][at]) for key in ("seen_miou", "unseen_miou", "hiou")},
+        "curve": {key: [metric_number(v) for v in values] for key, values in curve.items()},
     }
 
 
