@@ -3,8 +3,10 @@
 Each val image is segmented (``pipeline.segmentation.vocabulary``: ``fusioner-segment
 --vocabulary``'s code, at the image's own size, under the checkpoint's calibration) with every
 vocabulary name typed; for each name absent from the image's labels, the share of the image it
-paints (= typed alone: typed names do not change the competition). The generalized protocol
-itself (seen / unseen mIoU, hIoU, AUSUC) is ``fusioner-evaluate --mode gzsl``.
+paints (= typed alone: typed names do not change the competition), and, for the pairs over 1%,
+where that paint lies: on a labelled object of another class (the name is confused with what is
+there) or on background. The generalized protocol itself (seen / unseen mIoU, hIoU, AUSUC) is
+``fusioner-evaluate --mode gzsl``.
 
 Run: ``python -m bench.vocabulary CHECKPOINT [--vocabulary coco] [--data-root DIR]``.
 """
@@ -12,12 +14,14 @@ Run: ``python -m bench.vocabulary CHECKPOINT [--vocabulary coco] [--data-root DI
 from __future__ import annotations
 
 import argparse
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
 from pipeline.data import create_dataset
+from pipeline.data.base import IGNORE_INDEX
 from pipeline.segmentation import load_segmenter
 from pipeline.segmentation.vocabulary import load_table, plan_competition, segment_in_vocabulary
 from pipeline.vocabularies import match_key
@@ -32,6 +36,17 @@ def absent_shares(names: Sequence[str], painted: Mapping[str, float], present: s
             if class_of.get(match_key(name)) not in present}
 
 
+def where_painted(painted: np.ndarray, label: np.ndarray,
+                  background: int = 0) -> tuple[int, int, int | None]:
+    """Of the (H, W) bool ``painted`` pixels: how many, how many lie on a labelled object (neither
+    ``background`` nor ignored in ``label``), and the object class under most of them (None if
+    none)."""
+    under = label[painted]
+    on_objects = under[(under != background) & (under != IGNORE_INDEX)]
+    most = int(np.bincount(on_objects).argmax()) if on_objects.size else None
+    return int(under.size), int(on_objects.size), most
+
+
 def absent(checkpoint: Path, cache_dir: Path, vocabulary: str, data_root: Path | None,
            split: str = "val", device: str = "cpu") -> None:
     """Print the (val image, absent vocabulary name) painted shares: mean, max, over 1%."""
@@ -41,6 +56,7 @@ def absent(checkpoint: Path, cache_dir: Path, vocabulary: str, data_root: Path |
     dataset = create_dataset(segmenter.meta["dataset"], split, data_root)  # type: ignore[attr-defined]
     class_of = {match_key(n): c for c, n in enumerate(dataset.class_names)}
     shares, worst = [], (0.0, "", "")
+    painted, on_objects, confusions = 0, 0, Counter[tuple[str, str]]()
     for index in range(len(dataset)):
         sample = dataset[index]
         result = segment_in_vocabulary(segmenter, sample.image, plan)  # type: ignore[arg-type]
@@ -48,10 +64,21 @@ def absent(checkpoint: Path, cache_dir: Path, vocabulary: str, data_root: Path |
                               set(np.unique(sample.label).tolist()), class_of)
         shares += found.values()
         worst = max([worst, *((v, n, dataset.image_id(index)) for n, v in found.items())])
+        for name in (n for n, share in found.items() if share > 0.01):
+            pixels, on, most = where_painted(result.label == result.class_names.index(name),
+                                             sample.label)
+            painted, on_objects = painted + pixels, on_objects + on
+            if most is not None:
+                confusions[name, dataset.class_names[most]] += 1
     values = np.asarray(shares)
     print(f"{checkpoint}: {len(values)} (image, absent name) pairs: mean {values.mean():.5f}, "
           f"max {values.max():.4f} ({worst[1]} on {worst[2]}), over 1%: "
           f"{int((values > 0.01).sum())}, any pixel: {int((values > 0).sum())}")
+    if painted:
+        common = ", ".join(f"{a} on {b} ({k})" for (a, b), k in confusions.most_common(5))
+        print(f"  the pairs over 1%: {on_objects / painted:.1%} of their pixels on a labelled "
+              f"object of another class; most frequent (absent name on the class under most of "
+              f"its paint, pairs): {common}")
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
-from bench.vocabulary import absent_shares
+import numpy as np
+
+from bench.vocabulary import absent_shares, where_painted
 
 
 def test_absent_names_are_the_typed_names_of_no_labelled_class() -> None:
@@ -13,3 +15,14 @@ def test_absent_names_are_the_typed_names_of_no_labelled_class() -> None:
     assert absent_shares(names, painted, {1}, class_of) == {"zebra": 0.0, "dining_table": 0.05,
                                                              "unicorn": 0.01}
     assert absent_shares(names, painted, {1, 2, 3}, class_of) == {"unicorn": 0.01}
+
+
+def test_where_painted_counts_paint_on_labelled_objects() -> None:
+    label = np.array([[0, 0, 3, 3],
+                      [0, 255, 3, 5],
+                      [0, 0, 5, 5]], dtype=np.uint8)
+    painted = np.zeros_like(label, dtype=bool)
+    painted[:2, 1:] = True  # background 0, ignore 255, 3, 3, 3, 5
+    assert where_painted(painted, label) == (6, 4, 3)
+    assert where_painted(label == 0, label) == (5, 0, None)
+    assert where_painted(np.zeros_like(painted), label) == (0, 0, None)
