@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from pipeline.docs.absent_names import absent_names_table
 from pipeline.errors import FusionerError
 from pipeline.evaluation.summary import headline_table, markdown_table, protocols_table
 from pipeline.evaluation.summary import tables as every_table
@@ -71,6 +72,7 @@ COCO128_CLIP_TABLE = Table(SNAPSHOTS / "coco128_clip_table.json",
 COCO128_CV = Table(SNAPSHOTS / "coco128_cv.json", Path("metrics/coco128_cv.json"))
 CAMVID = Table(SNAPSHOTS / "camvid.json", Path("metrics/metrics.json"))
 COCO128_VOCABULARY = Table(SNAPSHOTS / "coco128_vocabulary.json", None)  # docs/vocabularies.md
+ABSENT_NAMES = Table(SNAPSHOTS / "coco128_absent_names.json", None, absent_names_table)  # bench
 
 TABLES: dict[str, Table | Comparison] = {
     "headline": replace(COCO128_CV, render=headline_table),  # README's: one line to change it
@@ -80,6 +82,7 @@ TABLES: dict[str, Table | Comparison] = {
     "coco128_clip_table": replace(COCO128_CLIP_TABLE, render=every_table),
     "camvid": CAMVID,
     "vocabulary_objective": Comparison((COCO128, COCO128_VOCABULARY), protocols_table),
+    "absent_names": ABSENT_NAMES,  # python -m bench.vocabulary ... --out (docs/vocabularies.md)
 }
 
 DOCUMENTS = (Path("README.md"), Path("docs"))  # files, and folders searched for *.md
