@@ -76,10 +76,11 @@ class AbsentTally:
         """One image: ``found`` (absent name -> share), ``winners`` (H, W) ids into ``names``."""
         self.shares += found.values()
         self.worst = max([self.worst, *((v, n, image) for n, v in found.items())])
+        cover = float(object_pixels(label).mean())
         for name in (n for n, share in found.items() if share > OVER):
             pixels, on, most = where_painted(winners == names.index(name), label)
             self.painted, self.on_objects = self.painted + pixels, self.on_objects + on
-            self.coverage.append(float(object_pixels(label).mean()))
+            self.coverage.append(cover)
             if most is not None:
                 self.confusions[name, class_names[most]] += 1
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
+from pipeline.evaluation.open_report import mean_of
 
 COLUMNS = ("module", "fold", "absent pairs", "mean painted", "max painted", "pairs over 1%",
            "their paint on other objects", "objects cover", "most frequent (absent name on)")
@@ -48,14 +48,10 @@ def absent_names_table(document: Mapping[str, Any]) -> str:
         if len(folds) > 1:
             mean = {"pairs": sum(r["pairs"] for r in folds),
                     "pairs_over_1pct": sum(r["pairs_over_1pct"] for r in folds),
-                    "mean_share": _mean(r["mean_share"] for r in folds),
+                    "mean_share": mean_of([r["mean_share"] for r in folds]),
                     "max_share": max(r["max_share"] for r in folds),
-                    "over_1pct": {key: _mean(r["over_1pct"][key] for r in folds)
+                    "over_1pct": {key: mean_of([r["over_1pct"][key] for r in folds])
                                   for key in ("on_objects", "object_cover")}}
             lines.append(_row(module, "mean (sums of pairs; max of max)", mean))
     return "\n".join(lines)
 
-
-def _mean(values: Any) -> float | None:
-    defined = [v for v in values if v is not None]
-    return float(np.mean(defined)) if defined else None
