@@ -72,6 +72,7 @@ COCO128_CLIP_TABLE = Table(SNAPSHOTS / "coco128_clip_table.json",
 COCO128_CV = Table(SNAPSHOTS / "coco128_cv.json", Path("metrics/coco128_cv.json"))
 CAMVID = Table(SNAPSHOTS / "camvid.json", Path("metrics/metrics.json"))
 COCO128_VOCABULARY = Table(SNAPSHOTS / "coco128_vocabulary.json", None)  # docs/vocabularies.md
+COCO128_CLIP_TABLE_VOCABULARY = Table(SNAPSHOTS / "coco128_clip_table_vocabulary.json", None)
 ABSENT_NAMES = Table(SNAPSHOTS / "coco128_absent_names.json", None, absent_names_table)  # bench
 
 TABLES: dict[str, Table | Comparison] = {
@@ -81,7 +82,8 @@ TABLES: dict[str, Table | Comparison] = {
     "coco128": replace(COCO128, render=every_table),
     "coco128_clip_table": replace(COCO128_CLIP_TABLE, render=every_table),
     "camvid": CAMVID,
-    "vocabulary_objective": Comparison((COCO128, COCO128_VOCABULARY), protocols_table),
+    "vocabulary_objective": Comparison((COCO128, COCO128_VOCABULARY, COCO128_CLIP_TABLE,
+                                        COCO128_CLIP_TABLE_VOCABULARY), protocols_table),
     "absent_names": ABSENT_NAMES,  # python -m bench.vocabulary ... --out (docs/vocabularies.md)
 }
 
