@@ -15,7 +15,7 @@ import torch
 import yaml
 import zarr
 
-from bench.alone_pass import coco128_model
+from bench.alone_pass import attention_flops, coco128_model, counted_flops, pass_flops
 from bench.common import Table, dir_bytes, rewrite_store, run_peak_rss
 from bench.cv_cost import commands, options
 from bench.read_path import ArrayFeatures, open_hdf5, open_npy
@@ -98,3 +98,12 @@ def test_alone_pass_times_the_coco128_module_of_params_yaml():
     fit = yaml.safe_load(params.read_text())["fit_coco128"]
     config = coco128_model().config
     assert (config.dim, config.layers, config.heads) == (fit["dim"], fit["layers"], fit["heads"])
+
+
+def test_pass_flops_parts_add_up_and_count_a_linear_layer_by_hand():
+    layer = torch.nn.Linear(6, 4)
+    assert counted_flops(lambda: layer(torch.zeros(3, 6))) == 2 * 3 * 6 * 4
+    assert attention_flops(5, 7, 8) == 2 * (2 * 5 * 7 * 8)
+    rows = {row[0]: row[1] for row in pass_flops(coco128_model()).rows}
+    whole, transformer, decoder, independent = rows.values()
+    assert abs(transformer + decoder - whole) < 0.2 and 0 < independent < transformer
